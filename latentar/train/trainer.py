@@ -1,0 +1,412 @@
+"""The one training loop every recipe uses.
+
+A *task* is an ``nn.Module`` with ``training_step(batch) -> loss | (loss, metrics) | {"loss": ...}``.
+The Trainer owns everything else: device selection (CUDA, then MPS, then CPU), bf16 autocast on
+CUDA, optional ``torch.compile``, DDP under ``torchrun`` (gloo on CPU), gradient accumulation and
+clipping, AdamW with warmup + cosine decay, optional EMA, JSONL metrics, a progress bar, a clear
+error on a non-finite loss, and atomic checkpoints that resume exactly (model, optimizer,
+scheduler, EMA, RNG states, data position). SIGINT / SIGTERM save a checkpoint before exiting.
+
+    trainer = Trainer(max_steps=2000, batch_size=64, lr=1e-3, out_dir="runs/x")
+    trainer.fit(model, dataset)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from latentar.pretrained import load_state_checked
+from latentar.train.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from latentar.train.distributed import all_reduce_mean, barrier, init_distributed
+from latentar.train.ema import EMA
+from latentar.train.sampler import ResumableSampler
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised after SIGINT/SIGTERM once the current step finished and a checkpoint was saved."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"training interrupted at step {step}" + (f"; checkpoint saved to {checkpoint}" if checkpoint else ""))
+        self.step, self.checkpoint = step, checkpoint
+
+
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU; anything else is passed to ``torch.device``."""
+    if str(device) != "auto":
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} requested but CUDA is not available; use device='auto' or 'cpu'")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [move_to(v, device) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def split_output(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """Normalise what ``training_step`` returned into (loss, metrics)."""
+    if isinstance(out, torch.Tensor):
+        loss, metrics = out, {}
+    elif isinstance(out, Mapping):
+        if "loss" not in out:
+            raise TypeError(f"training_step returned a dict without a 'loss' key: {sorted(out)}")
+        loss, metrics = out["loss"], {k: v for k, v in out.items() if k != "loss"}
+    elif isinstance(out, (tuple, list)) and len(out) == 2:
+        loss, metrics = out
+    else:
+        raise TypeError(f"training_step must return a loss tensor, (loss, metrics) or a dict with 'loss'; got {type(out)}")
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise TypeError(f"training_step's loss must be a scalar tensor, got {getattr(loss, 'shape', type(loss))}")
+    return loss, {k: float(v.detach().float().mean()) if isinstance(v, torch.Tensor) else float(v) for k, v in metrics.items()}
+
+
+def cosine_with_warmup(warmup_steps: int, max_steps: int, min_lr_ratio: float):
+    """lr multiplier: linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``max_steps``."""
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, max_steps - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / span)
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+class _StepModule(nn.Module):
+    """Routes ``forward`` to ``task.training_step`` so DDP and torch.compile see one call."""
+
+    def __init__(self, task: nn.Module):
+        super().__init__()
+        self.task = task
+
+    def forward(self, batch):
+        return self.task.training_step(batch)
+
+
+class Trainer:
+    """One loop for every model; see the module docstring. Arguments map one-to-one onto the
+    ``trainer`` Hydra config group.
+
+    ``batch_size`` is per process and per micro-step: the global batch of one optimizer step is
+    ``batch_size * grad_accum * world_size``.
+    """
+
+    def __init__(self, max_steps: int = 1000, batch_size: int = 32, lr: float = 3e-4,
+                 weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
+                 warmup_steps: int = 0, min_lr_ratio: float = 0.1, grad_clip: float | None = 1.0,
+                 grad_accum: int = 1, ema_decay: float | None = None, precision: str = "auto",
+                 compile: bool = False, device: str = "auto", out_dir: str | None = None,
+                 ckpt_every: int = 0, log_every: int = 10, seed: int = 0, progress: bool = True,
+                 resume: bool = True, shuffle: bool = True, num_workers: int = 0,
+                 find_unused_parameters: bool = False, tensorboard: bool = False,
+                 handle_signals: bool = True, desc: str = "train"):
+        if max_steps < 0 or batch_size < 1 or grad_accum < 1:
+            raise ValueError(f"need max_steps >= 0, batch_size >= 1, grad_accum >= 1; got {max_steps}, {batch_size}, {grad_accum}")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+        self.max_steps, self.batch_size, self.lr = int(max_steps), int(batch_size), float(lr)
+        self.weight_decay, self.betas = float(weight_decay), tuple(betas)
+        self.warmup_steps, self.min_lr_ratio = int(warmup_steps), float(min_lr_ratio)
+        self.grad_clip, self.grad_accum, self.ema_decay = grad_clip, int(grad_accum), ema_decay
+        self.compile, self.ckpt_every, self.log_every = compile, int(ckpt_every), max(1, int(log_every))
+        self.seed, self.show_progress, self.resume, self.shuffle = int(seed), progress, resume, shuffle
+        self.num_workers, self.find_unused_parameters = num_workers, find_unused_parameters
+        self.tensorboard, self.handle_signals, self.desc = tensorboard, handle_signals, desc
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.device = select_device(device)
+        self.dist = init_distributed(self.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        self.precision = precision
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.history: list[dict[str, float]] = []
+        self.task: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self.ema: EMA | None = None
+        self._stop_signal: int | None = None
+
+    # -- small public helpers used by tasks and recipes -------------------------------------------
+    @property
+    def progress(self) -> float:
+        """Training progress in [0, 1] (what schedules such as scheduled sampling's depend on)."""
+        return self.step / self.max_steps if self.max_steps else 1.0
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def ema_model(self):
+        """Use the EMA weights inside the block (a no-op without ``ema_decay``)."""
+        if self.ema is None:
+            yield self.task
+        else:
+            with self.ema.swapped_in(self.task) as m:
+                yield m
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir else None
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _build_optimizer(self, task: nn.Module) -> None:
+        params = [p for p in task.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(task).__name__} has no trainable parameters")
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr, betas=self.betas, fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, cosine_with_warmup(self.warmup_steps, self.max_steps, self.min_lr_ratio))
+        self.ema = EMA(task, self.ema_decay) if self.ema_decay else None
+
+    def _resume_signature(self) -> dict[str, int]:
+        return {"batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                "world_size": self.dist.world_size, "seed": self.seed}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1, "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "model": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+            "rng": rng_state(), "signature": self._resume_signature(), "model_class": type(self.task).__name__,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write the checkpoint atomically (rank 0 only; the others wait)."""
+        path = self.checkpoint_path
+        if path is not None and self.dist.is_main:
+            atomic_save(self.state_dict(), path)
+        barrier()
+        return path
+
+    def _load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("model_class") != type(self.task).__name__:
+            raise ValueError(f"checkpoint {path} was written for a {ckpt.get('model_class')}, not a "
+                             f"{type(self.task).__name__}; use another out_dir or resume=False")
+        if ckpt["signature"] != self._resume_signature():
+            raise ValueError(f"checkpoint {path} was written with {ckpt['signature']}, but this run uses "
+                             f"{self._resume_signature()}; exact resumption needs the same values")
+        load_state_checked(self.task, ckpt["model"], source=f"checkpoint {path}")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None:
+            if ckpt["ema"] is None:
+                raise ValueError(f"checkpoint {path} has no EMA state but ema_decay={self.ema_decay}")
+            self.ema.load_state_dict(ckpt["ema"])
+        set_rng_state(ckpt["rng"])
+        self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+
+    # -- data -------------------------------------------------------------------------------------
+    def _batches(self, dataset: Dataset, sampler: ResumableSampler):
+        """Yield batches forever from the current data position, tracking (epoch, batch_in_epoch)."""
+        while True:
+            sampler.set_position(self.epoch, self.batch_in_epoch)
+            # A private generator: creating a loader iterator must not consume the global RNG,
+            # or a run resumed mid-epoch would see different dropout/noise than a straight run.
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            loader = DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                                num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                                generator=gen)
+            for batch in loader:
+                self.batch_in_epoch += 1
+                yield move_to(batch, self.device)
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    # -- signals ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _signals(self):
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        def handler(signum, frame):
+            self._stop_signal = signum
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self, task: nn.Module, train_data: Dataset, val_data: Dataset | None = None,
+            val_every: int = 0) -> dict[str, Any]:
+        if not hasattr(task, "training_step"):
+            raise TypeError(f"{type(task).__name__} has no training_step(batch) method")
+        self.task = task.to(self.device)
+        self._build_optimizer(self.task)
+        self.step, self.epoch, self.batch_in_epoch, self._stop_signal = 0, 0, 0, None
+        torch.manual_seed(self.seed + self.dist.rank)
+        if self.resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
+            self._load(self.checkpoint_path)
+        if self.step >= self.max_steps:
+            return self._result()
+
+        step_module: nn.Module = _StepModule(self.task)
+        if self.dist.enabled:
+            step_module = DDP(step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                              find_unused_parameters=self.find_unused_parameters)
+        run = torch.compile(step_module) if self.compile else step_module
+        sampler = ResumableSampler(len(train_data), self.batch_size, self.seed, self.shuffle,
+                                   self.dist.rank, self.dist.world_size)
+        batches = self._batches(train_data, sampler)
+        logger = _MetricsLogger(self.out_dir, self.dist.is_main, self.tensorboard)
+        bar = tqdm(total=self.max_steps, initial=self.step, desc=self.desc, dynamic_ncols=True,
+                   disable=not (self.show_progress and self.dist.is_main), leave=False)
+        window: dict[str, list[float]] = {}
+        t0, samples = time.perf_counter(), 0
+        self.task.train()
+        try:
+            with self._signals():
+                while self.step < self.max_steps:
+                    if hasattr(self.task, "on_train_step_start"):
+                        self.task.on_train_step_start(self)
+                    loss_value, metrics = self._optimizer_step(run, step_module, batches)
+                    self.step += 1
+                    samples += self.batch_size * self.grad_accum * self.dist.world_size
+                    for k, v in {"loss": loss_value, **metrics}.items():
+                        window.setdefault(k, []).append(v)
+                    bar.update(1)
+                    if self.step % self.log_every == 0 or self.step == self.max_steps:
+                        dt = time.perf_counter() - t0
+                        record = {"step": self.step, **{k: sum(v) / len(v) for k, v in window.items()},
+                                  "lr": self.scheduler.get_last_lr()[0], "samples_per_s": samples / max(dt, 1e-9)}
+                        record["loss"] = all_reduce_mean(record["loss"], self.device)
+                        if val_data is not None and val_every and self.step % val_every == 0:
+                            record.update(self.evaluate(val_data))
+                        self.history.append(record)
+                        logger.log(record)
+                        bar.set_postfix(loss=f"{record['loss']:.4g}", sps=f"{record['samples_per_s']:.0f}")
+                        window, t0, samples = {}, time.perf_counter(), 0
+                    if self._stop_signal is not None:
+                        path = self.save_checkpoint()
+                        raise TrainingInterrupted(self.step, path)
+                    if self.ckpt_every and self.step % self.ckpt_every == 0:
+                        self.save_checkpoint()
+            if self.out_dir is not None:
+                self.save_checkpoint()
+        finally:
+            bar.close()
+            logger.close()
+        return self._result()
+
+    def _optimizer_step(self, run: nn.Module, step_module: nn.Module, batches) -> tuple[float, dict[str, float]]:
+        total, metrics_sum = 0.0, {}
+        for micro in range(self.grad_accum):
+            batch = next(batches)
+            last = micro == self.grad_accum - 1
+            sync = contextlib.nullcontext() if (last or not self.dist.enabled) else step_module.no_sync()
+            with sync:
+                with self.autocast():
+                    loss, metrics = split_output(run(batch))
+                if not torch.isfinite(loss.detach()):
+                    raise FloatingPointError(
+                        f"non-finite loss ({loss.item()}) at step {self.step} (micro-batch {micro}); "
+                        f"lower lr (now {self.scheduler.get_last_lr()[0]:.3g}), enable grad_clip, or check the data")
+                (loss / self.grad_accum).backward()
+            total += float(loss.detach()) / self.grad_accum
+            for k, v in metrics.items():
+                metrics_sum[k] = metrics_sum.get(k, 0.0) + v / self.grad_accum
+        if self.grad_clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), self.grad_clip)
+            metrics_sum["grad_norm"] = float(grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.task)
+        return total, metrics_sum
+
+    @torch.no_grad()
+    def evaluate(self, data: Dataset, max_batches: int | None = None) -> dict[str, float]:
+        """Mean of ``validation_step`` (or ``training_step``) over ``data``, under the EMA weights."""
+        fn = getattr(self.task, "validation_step", None) or self.task.training_step
+        loader = DataLoader(data, batch_size=self.batch_size, shuffle=False)
+        sums: dict[str, float] = {}
+        n = 0
+        was_training = self.task.training
+        self.task.eval()
+        with self.ema_model():
+            for i, batch in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                with self.autocast():
+                    loss, metrics = split_output(fn(move_to(batch, self.device)))
+                for k, v in {"loss": float(loss), **metrics}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+        self.task.train(was_training)
+        return {f"val/{k}": v / max(n, 1) for k, v in sums.items()}
+
+    def _result(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        return {"step": self.step, "loss": last.get("loss"), "metrics": last, "history": self.history}
+
+
+class _MetricsLogger:
+    """JSONL lines in ``out_dir/metrics.jsonl`` (appended across resumes), plus TensorBoard if asked."""
+
+    def __init__(self, out_dir: Path | None, is_main: bool, tensorboard: bool):
+        self.file = None
+        self.tb = None
+        if out_dir is None or not is_main:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.file = open(out_dir / METRICS_NAME, "a")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out_dir / "tb"))
+            except ImportError:
+                warnings.warn("tensorboard=True but the tensorboard package is not installed; logging JSONL only")
+
+    def log(self, record: dict[str, float]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
