@@ -1,0 +1,143 @@
+"""A resumable grid of cells: each cell runs once, its result is saved atomically, reruns skip it.
+
+Every sweep (``latentar sweep variance``, ``sweep ip``, ``compare discrete``) lists its cells as
+dicts of parameters and hands a function ``fn(cell, cell_dir) -> dict of results`` to
+:class:`SweepRunner`. A finished cell leaves ``cells/<id>/result.json``; an interrupted one leaves
+its Trainer checkpoints in ``cells/<id>/`` so the rerun resumes it exactly. ``results.csv`` is
+rewritten from the saved results after every cell, in the grid's order, so a run killed and
+restarted produces the same file as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+RESULT_NAME = "result.json"
+
+
+def cell_id(cell: dict[str, Any]) -> str:
+    """A readable, filesystem-safe id from a cell's parameters, in their given order."""
+    parts = [f"{k}={v}" for k, v in cell.items()]
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", ",".join(parts))
+
+
+def parse_list(text: str | Sequence, cast: Callable = str, name: str = "value") -> list:
+    """'0,0.1,0.5' -> [0.0, 0.1, 0.5] with an error that names the option."""
+    items = text if isinstance(text, (list, tuple)) else [t for t in str(text).split(",") if t.strip()]
+    out = []
+    for t in items:
+        try:
+            out.append(cast(t.strip() if isinstance(t, str) else t))
+        except ValueError as e:
+            raise ValueError(f"{name}: cannot read {t!r} as {getattr(cast, '__name__', cast)}") from e
+    if not out:
+        raise ValueError(f"{name}: empty list")
+    return out
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt(r.get(k)) for k in columns})
+    os.replace(tmp, path)
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+class SweepRunner:
+    def __init__(self, out_dir: str | os.PathLike, progress: bool = True):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+
+    def cell_dir(self, cell: dict[str, Any]) -> Path:
+        return self.out_dir / "cells" / cell_id(cell)
+
+    def run(self, cells: Iterable[dict[str, Any]], fn: Callable[[dict[str, Any], Path], dict[str, Any]],
+            desc: str = "cells") -> list[dict[str, Any]]:
+        """Run every unfinished cell; return one row per cell (parameters, then results)."""
+        cells = list(cells)
+        ids = [cell_id(c) for c in cells]
+        if len(set(ids)) != len(ids):
+            raise ValueError("the sweep has duplicate cells; check for repeated values in the options")
+        rows = []
+        bar = tqdm(cells, desc=desc, disable=not self.progress, dynamic_ncols=True)
+        for cell in bar:
+            d = self.cell_dir(cell)
+            done = d / RESULT_NAME
+            if done.exists():
+                result = json.loads(done.read_text())
+            else:
+                bar.set_postfix_str(cell_id(cell)[:60])
+                d.mkdir(parents=True, exist_ok=True)
+                t0 = time.perf_counter()
+                result = dict(fn(cell, d))
+                result.setdefault("seconds", time.perf_counter() - t0)
+                _write_json_atomic(done, result)
+            rows.append({**cell, **result})
+            write_csv(self.out_dir / "results.csv", rows)
+        return rows
+
+
+def aggregate(rows: list[dict[str, Any]], by: Sequence[str], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation of ``metrics`` over rows sharing the ``by`` values (seeds)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in by), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        row = dict(zip(by, key))
+        row["n"] = len(rs)
+        for m in metrics:
+            vals = [float(r[m]) for r in rs if r.get(m) is not None and not math.isnan(float(r[m]))]
+            row[f"{m}_mean"] = statistics.fmean(vals) if vals else float("nan")
+            row[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        out.append(row)
+    return out
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None, digits: int = 3) -> str:
+    """A GitHub-flavoured table; ``x_mean`` / ``x_std`` pairs are shown as ``mean ± std``."""
+    if not rows:
+        return "(no rows)\n"
+    columns = list(columns or rows[0].keys())
+    shown, header = [], []
+    for c in columns:
+        if c.endswith("_std") and c[:-4] + "_mean" in columns:
+            continue
+        shown.append(c)
+        header.append(c[:-5] if c.endswith("_mean") else c)
+
+    def cell(r, c):
+        v = r.get(c)
+        if c.endswith("_mean") and c[:-5] + "_std" in r:
+            return f"{v:.{digits}g} ± {r[c[:-5] + '_std']:.2g}"
+        return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(r, c) for c in shown) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
