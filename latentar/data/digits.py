@@ -1,0 +1,90 @@
+"""sklearn's handwritten digits: 1,797 real 8x8 grey images (values 0..16) with labels 0..9.
+
+Images are scaled to [-1, 1] (``x / 8 - 1``) and shaped ``(N, 1, 8, 8)`` float32; labels are
+``(N,)`` int64. The train/test split is fixed forever: stratified 80/20, drawn per class with numpy's legacy
+``RandomState(0)`` (whose stream numpy guarantees never to change; sklearn's splitters make no
+such promise): for each digit c, permute its indices and send the first ``round(0.2 * n_c)`` to
+test. Both splits are returned in ascending order of the original sample index, so every FD and
+accuracy number in the project is computed on the same images.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "test", "all")
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0
+
+
+@lru_cache(maxsize=1)
+def _raw() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    bunch = _sk_load_digits()
+    x = bunch.images.astype(np.float32)  # (N, 8, 8), 0..16
+    y = bunch.target.astype(np.int64)
+    rng = np.random.RandomState(SPLIT_SEED)
+    test = []
+    for c in range(10):
+        members = np.flatnonzero(y == c)
+        test.append(rng.permutation(members)[: int(round(TEST_FRACTION * len(members)))])
+    test_idx = np.sort(np.concatenate(test))
+    train_idx = np.setdiff1d(np.arange(len(y)), test_idx)  # sorted
+    return x, y, train_idx, test_idx
+
+
+def split_indices(split: str) -> np.ndarray:
+    """Indices into sklearn's 1,797 digits that make up ``split`` (sorted ascending)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown digits split {split!r}; expected one of {SPLITS}")
+    x, _, train_idx, test_idx = _raw()
+    return {"train": train_idx, "test": test_idx, "all": np.arange(len(x))}[split].copy()
+
+
+def load_digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(images (N, 1, 8, 8) float32 in [-1, 1], labels (N,) int64)`` for ``split``.
+
+    ``split``: ``"train"`` (1,438 images), ``"test"`` (359) or ``"all"`` (1,797).
+    """
+    idx = split_indices(split)
+    x, y, _, _ = _raw()
+    images = torch.from_numpy(x[idx] / 8.0 - 1.0).unsqueeze(1).contiguous()
+    labels = torch.from_numpy(y[idx]).contiguous()
+    return images, labels
+
+
+class DigitsDataset(Dataset):
+    """Map-style dataset of ``(image (1, 8, 8) float32 in [-1, 1], label int64 scalar)``.
+
+    Construction only validates ``split``; the images are loaded on first use (well under a
+    second, nothing downloads). ``images (N, 1, 8, 8)`` and ``labels (N,)`` hold the whole split.
+    """
+
+    def __init__(self, split: str = "train"):
+        if split not in SPLITS:
+            raise ValueError(f"unknown digits split {split!r}; expected one of {SPLITS}")
+        self.split = split
+        self._data: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self._load()[0]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._load()[1]
+
+    def _load(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._data is None:
+            self._data = load_digits(self.split)
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]

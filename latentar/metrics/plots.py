@@ -1,0 +1,115 @@
+"""Writers every sweep shares: a line plot with spread bands (PNG), CSV, JSON and markdown tables.
+
+Plots draw on a bare Agg canvas (``matplotlib.figure.Figure`` + ``FigureCanvasAgg``), never through
+pyplot, so they work with no display and leave a notebook's backend alone.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _columns(rows: Sequence[Mapping]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        if not isinstance(r, Mapping):
+            raise TypeError(f"rows must be dicts, got {type(r).__name__}")
+        cols.extend(k for k in r if k not in cols)
+    return cols
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_table(csv_path: str | os.PathLike, rows: Sequence[Mapping]) -> Path:
+    """Write ``rows`` as CSV; columns in order of first appearance, missing cells left empty."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_columns(rows), restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return _atomic_write(Path(csv_path), buf.getvalue())
+
+
+def read_table(csv_path: str | os.PathLike) -> list[dict[str, str]]:
+    """Read a CSV written by ``write_table`` (values come back as strings)."""
+    with open(csv_path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _fmt(v, digits: int) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}g}"
+    return "" if v is None else str(v)
+
+
+def markdown_table(rows: Sequence[Mapping], digits: int = 4) -> str:
+    """A GitHub markdown table of ``rows`` (floats with ``digits`` significant digits)."""
+    cols = _columns(rows)
+    if not cols:
+        return ""
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c), digits).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown_table(md_path: str | os.PathLike, rows: Sequence[Mapping], digits: int = 4,
+                         title: str | None = None) -> Path:
+    text = (f"## {title}\n\n" if title else "") + markdown_table(rows, digits)
+    return _atomic_write(Path(md_path), text)
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    return _atomic_write(Path(path), json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def save_lines(path_png: str | os.PathLike, x: Sequence[float], series: Mapping[str, tuple],
+               xlabel: str, ylabel: str, title: str = "", logx: bool = False, logy: bool = False) -> Path:
+    """One line per entry of ``series`` (``name -> (mean, std)``, each of ``len(x)``, std may be
+    None), with a shaded mean +- std band; saved as a PNG (parent folders created)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    xs = np.asarray(x, dtype=float)
+    fig = Figure(figsize=(6, 4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, value in series.items():
+        mean, std = value if isinstance(value, tuple) else (value, None)
+        m = np.asarray(mean, dtype=float)
+        if m.shape != xs.shape:
+            raise ValueError(f"series {name!r}: mean has shape {m.shape}, x has {xs.shape}")
+        ax.plot(xs, m, marker="o", label=str(name))
+        if std is not None:
+            s = np.asarray(std, dtype=float)
+            if s.shape != xs.shape:
+                raise ValueError(f"series {name!r}: std has shape {s.shape}, x has {xs.shape}")
+            ax.fill_between(xs, m - s, m + s, alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    if series:
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

@@ -1,0 +1,46 @@
+"""The digits classifier: held-out accuracy, caching with a version key, and digits_fd."""
+import pytest
+import torch
+
+import latentar.metrics.digits_classifier as dc
+from latentar.data import load_digits
+from latentar.metrics import digits_fd, load_digits_classifier
+
+
+@pytest.fixture(scope="module")
+def cached_classifier(tmp_path_factory):
+    """Train once into a private cache (hermetic); every test in this file re-uses it."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LATENTAR_CACHE", str(tmp_path_factory.mktemp("cache")))
+    model = load_digits_classifier()
+    yield model
+    mp.undo()
+
+
+def test_held_out_accuracy(cached_classifier):
+    x, y = load_digits("test")
+    acc = float((cached_classifier.predict(x) == y).float().mean())
+    assert acc >= 0.97, f"held-out accuracy {acc:.3f}"
+    feats = cached_classifier.features(x)
+    assert feats.shape == (359, 64) and (feats.std(0) > 1e-6).all()  # no dead feature
+
+
+def test_cache_is_reused_and_versioned(cached_classifier, monkeypatch):
+    path = dc.classifier_dir()
+    assert path.name == f"v{dc.VERSION}" and (path / "model.safetensors").is_file()
+    monkeypatch.setattr(dc, "train_digits_classifier", lambda **k: pytest.fail("retrained despite a cache"))
+    again = load_digits_classifier()
+    x, _ = load_digits("test")
+    assert torch.equal(again.features(x), cached_classifier.features(x))
+    with pytest.raises(ValueError, match=r"\(N, 1, 8, 8\)"):
+        again.features(torch.zeros(4, 64))
+
+
+def test_digits_fd_orders_real_above_noise(cached_classifier):
+    test, _ = load_digits("test")
+    g = torch.Generator().manual_seed(0)
+    real = digits_fd(test, model=cached_classifier)
+    noisy = digits_fd((test + 0.5 * torch.randn(test.shape, generator=g)).clamp(-1, 1), model=cached_classifier)
+    uniform = digits_fd(torch.rand(test.shape, generator=g) * 2 - 1, model=cached_classifier)
+    assert 0 <= real < noisy < uniform
+    assert digits_fd(test, test, model=cached_classifier) == pytest.approx(0.0, abs=1e-6)
