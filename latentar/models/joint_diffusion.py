@@ -1,0 +1,235 @@
+"""JointDiffusion: a bidirectional Transformer that denoises all T latent positions at once.
+
+What: the non-autoregressive control arm of the variance sweep (LatentLM Fig. 6 compares against
+DiT). A DDPM (Ho et al. 2020) over whole latent sequences ``z (B, T, D)``:
+
+    x_t   = sqrt(abar_t) z + sqrt(1 - abar_t) (eps + gamma * xi),   eps, xi ~ N(0, I)
+    loss  = || f(x_t, t, y) - target ||^2,   target = eps (or v / z for the other parameterisations)
+
+where gamma is ``input_perturbation`` (Ning et al. 2023, DDPM-IP; the target keeps the
+unperturbed eps; gamma = 0 is plain DDPM). The network f is DiT-like: latents are projected to
+d_model, a conditioning token c = emb(t) + emb(y) is prepended (in-context conditioning as in
+DiT's variant and U-ViT's "everything as tokens"), the tokens go through a bidirectional
+``CausalTransformer(causal=False)`` and a DiT final layer (LayerNorm modulated by c, AdaLN,
+then a zero-initialised linear) reads the prediction off positions 1..T.
+
+The noise schedule, ``add_noise`` and the samplers (DDPM, DDIM, DPM-Solver++) are diffusers'
+schedulers with ``clip_sample=False`` (latents are not in [-1, 1]). Classifier-free guidance
+mixes the model outputs of the conditional and null-class branches:
+out = out_uncond + s * (out_cond - out_uncond). A sample is never fed back as context.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+
+from latentar.models.latent_ar import eval_mode
+from latentar.models.transformer import CausalTransformer
+from latentar.pretrained import PretrainedMixin
+
+SAMPLERS = ("ddpm", "ddim", "dpmsolver")  # the names DiffusionHead uses too
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIME_FREQ_DIM = 256  # sinusoidal timestep features before the MLP (DiT's frequency_embedding_size)
+
+
+class JointDiffusion(PretrainedMixin, nn.Module):
+    """DiT-like denoiser over whole latent sequences ``(B, T, latent_dim)``.
+
+    Args:
+        latent_dim, d_model, depth, num_heads, max_len: latent channels, Transformer width / depth /
+            heads, longest sequence T.
+        num_classes, class_dropout: class conditioning with a null class ``num_classes`` for CFG;
+            labels are dropped to it with probability ``class_dropout`` in training.
+        num_train_timesteps, beta_schedule, prediction_type: the diffusers DDPMScheduler.
+        input_perturbation: gamma of DDPM-IP (Ning et al. 2023); 0 disables it, 0.1 is the paper's default.
+        timestep_spacing: diffusers' spacing of the sampling timesteps. "leading" (default) starts
+            at t = N - N/num_steps: with the squaredcos_cap_v2 schedule abar at t = N-1 is 2.4e-9,
+            and an eps-prediction sampler starting there ("trailing", "linspace") divides the
+            eps error by sqrt(abar) ~ 5e-5 in its x0 estimate; a briefly trained model then
+            produced samples of size ~1e4 (measured on a toy), while "leading" stayed in range.
+        mlp_ratio, dropout, pos: the Transformer blocks.
+    """
+
+    def __init__(self, latent_dim: int, d_model: int = 128, depth: int = 4, num_heads: int = 4, max_len: int = 64,
+                 num_classes: int = 0, class_dropout: float = 0.1, num_train_timesteps: int = 1000,
+                 beta_schedule: str = "squaredcos_cap_v2", prediction_type: str = "epsilon",
+                 input_perturbation: float = 0.0, timestep_spacing: str = "leading", mlp_ratio: float = 4.0,
+                 dropout: float = 0.0, pos: str = "rope"):
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}")
+        if not 0.0 <= class_dropout < 1.0:
+            raise ValueError(f"class_dropout must be in [0, 1), got {class_dropout}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+        if timestep_spacing not in ("linspace", "leading", "trailing"):
+            raise ValueError(f"timestep_spacing must be 'linspace', 'leading' or 'trailing', got {timestep_spacing!r}")
+        if input_perturbation < 0:
+            raise ValueError(f"input_perturbation (gamma) must be >= 0, got {input_perturbation}; 0.1 is the usual value")
+        self.config = dict(latent_dim=latent_dim, d_model=d_model, depth=depth, num_heads=num_heads, max_len=max_len,
+                           num_classes=num_classes, class_dropout=class_dropout,
+                           num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                           prediction_type=prediction_type, input_perturbation=input_perturbation,
+                           timestep_spacing=timestep_spacing, mlp_ratio=mlp_ratio, dropout=dropout, pos=pos)
+        self.latent_dim, self.max_len = latent_dim, max_len
+        self.num_classes, self.class_dropout, self.null_class = num_classes, class_dropout, num_classes
+        self.input_perturbation = input_perturbation
+        self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                                             prediction_type=prediction_type, clip_sample=False)
+
+        self.in_proj = nn.Linear(latent_dim, d_model)
+        self.time_proj = Timesteps(TIME_FREQ_DIM, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_emb = TimestepEmbedding(TIME_FREQ_DIM, d_model)
+        if num_classes > 0:
+            self.class_emb = nn.Embedding(num_classes + 1, d_model)
+            nn.init.normal_(self.class_emb.weight, std=0.02)
+        self.backbone = CausalTransformer(d_model, depth, num_heads, max_len + 1, mlp_ratio=mlp_ratio,
+                                          dropout=dropout, pos=pos, causal=False)
+        # DiT final layer: LN without affine, modulated by (shift, scale) from c, then a zero-init linear.
+        self.norm_out = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d_model, 2 * d_model))
+        self.out = nn.Linear(d_model, latent_dim)
+        for m in (self.ada_out[1], self.out):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------ network
+    def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Model output ``(B, T, D)`` (eps, v or x0 per ``prediction_type``) for noisy latents ``x_t (B, T, D)``.
+
+        ``timesteps``: ``(B,)`` or a scalar; ``labels``: ``(B,)`` (None = null class / unconditional).
+        """
+        self._check_latents(x_t, "x_t")
+        B = x_t.shape[0]
+        timesteps = torch.as_tensor(timesteps, device=x_t.device)
+        if timesteps.dim() == 0:
+            timesteps = timesteps.expand(B)
+        if timesteps.shape != (B,):
+            raise ValueError(f"timesteps must be a scalar or shape ({B},), got {tuple(timesteps.shape)}")
+        c = self.time_emb(self.time_proj(timesteps).to(x_t.dtype))  # (B, d)
+        if self.num_classes > 0:
+            c = c + self.class_emb(self._labels(labels, B, x_t.device))
+        elif labels is not None:
+            raise ValueError("labels were given to an unconditional JointDiffusion (num_classes=0); pass labels=None")
+        h = self.backbone(torch.cat([c[:, None], self.in_proj(x_t)], dim=1))[:, 1:]  # (B, T, d)
+        shift, scale = self.ada_out(c).chunk(2, dim=-1)  # (B, d) each
+        return self.out(self.norm_out(h) * (1 + scale[:, None]) + shift[:, None])
+
+    def _labels(self, labels: torch.Tensor | None, B: int, device: torch.device) -> torch.Tensor:
+        if labels is None:
+            return torch.full((B,), self.null_class, dtype=torch.long, device=device)
+        labels = torch.as_tensor(labels, device=device)
+        if labels.shape != (B,) or labels.dtype.is_floating_point:
+            raise ValueError(f"labels must be an integer tensor of shape ({B},), got {labels.dtype} {tuple(labels.shape)}")
+        if labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
+            raise ValueError(f"labels must lie in 0..{self.num_classes - 1} (or {self.null_class} = null class)")
+        return labels.long()
+
+    def _check_latents(self, z: torch.Tensor, name: str = "z") -> None:
+        if not torch.is_tensor(z) or z.dim() != 3 or z.shape[-1] != self.latent_dim:
+            shape = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
+            raise ValueError(f"expected {name} of shape (B, T, {self.latent_dim}), got {shape}")
+        if not 1 <= z.shape[1] <= self.max_len:
+            raise ValueError(f"{name} has T={z.shape[1]} positions; this model handles 1..max_len={self.max_len}")
+
+    # ------------------------------------------------------------------ training
+    def loss(self, z: torch.Tensor, labels: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+             timesteps: torch.Tensor | None = None, perturbation: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean squared error of the model output against eps (or v, or z), a scalar.
+
+        ``noise`` eps, ``timesteps`` t ``(B,)`` and ``perturbation`` xi may be passed to make the loss
+        deterministic; otherwise they are drawn (t uniform over the training steps). In training
+        mode labels are dropped to the null class with probability ``class_dropout``.
+        """
+        self._check_latents(z)
+        B, N = z.shape[0], self.noise_scheduler.config.num_train_timesteps
+        if self.num_classes == 0 and labels is not None:
+            raise ValueError("labels were given to an unconditional JointDiffusion (num_classes=0); pass labels=None")
+        if self.num_classes > 0:
+            labels = self._labels(labels, B, z.device)
+            if self.training and self.class_dropout > 0:
+                drop = torch.rand(B, device=z.device) < self.class_dropout
+                labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
+        eps = torch.randn_like(z) if noise is None else noise
+        t = torch.randint(0, N, (B,), device=z.device) if timesteps is None else timesteps.to(z.device).long()
+        noise_in = eps
+        if self.input_perturbation > 0:  # DDPM-IP: perturb the noise that builds x_t, not the target
+            xi = torch.randn_like(z) if perturbation is None else perturbation
+            noise_in = eps + self.input_perturbation * xi
+        x_t = self.noise_scheduler.add_noise(z, noise_in, t)
+        pred_type = self.noise_scheduler.config.prediction_type
+        if pred_type == "epsilon":
+            target = eps
+        elif pred_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(z, eps, t)
+        else:
+            target = z
+        return F.mse_loss(self(x_t, t, labels), target)
+
+    def training_step(self, batch) -> torch.Tensor:
+        """Shared-Trainer hook: ``batch`` is latents ``(B, T, D)`` or ``(latents, labels)``."""
+        if torch.is_tensor(batch):
+            return self.loss(batch)
+        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+            return self.loss(batch[0], labels=batch[1] if self.num_classes > 0 else None)
+        raise ValueError(f"JointDiffusion.training_step expects a latent tensor (B, T, {self.latent_dim}) or a "
+                         f"(latents, labels) pair, got {type(batch).__name__}")
+
+    # ------------------------------------------------------------------ sampling
+    def make_sampler(self, sampler: str = "ddim"):
+        """A fresh diffusers scheduler sharing the training schedule (multistep solvers keep state)."""
+        common = dict(num_train_timesteps=self.noise_scheduler.config.num_train_timesteps,
+                      beta_schedule=self.config["beta_schedule"], prediction_type=self.config["prediction_type"],
+                      timestep_spacing=self.config["timestep_spacing"], thresholding=False)
+        if sampler == "ddpm":
+            return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
+        if sampler == "ddim":
+            return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
+        if sampler == "dpmsolver":
+            return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+
+    @torch.no_grad()
+    def generate(self, batch_size: int, length: int, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
+                 temperature: float = 1.0, num_steps: int = 50, sampler: str = "ddim",
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``(batch_size, length, D)`` by denoising all positions jointly in ``num_steps`` steps.
+
+        ``temperature`` scales the initial noise x_T ~ N(0, temperature^2 I); ``cfg_scale != 1``
+        runs conditional and null-class branches as one 2B batch. Runs in eval mode without grad.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 1 <= length <= self.max_len:
+            raise ValueError(f"length={length} must be in 1..max_len={self.max_len}")
+        N = self.noise_scheduler.config.num_train_timesteps
+        if not 1 <= num_steps <= N:
+            raise ValueError(f"num_steps must be in 1..{N} (the training steps), got {num_steps}")
+        guided = cfg_scale != 1.0
+        if guided and self.num_classes == 0:
+            raise ValueError(f"cfg_scale={cfg_scale} needs a class-conditional model (num_classes > 0); use cfg_scale=1.0")
+        if labels is not None and self.num_classes == 0:
+            raise ValueError("labels were given to an unconditional JointDiffusion (num_classes=0); pass labels=None")
+        device, dtype = self.in_proj.weight.device, self.in_proj.weight.dtype
+        if self.num_classes > 0:
+            labels = self._labels(labels, batch_size, device)
+            if guided:
+                labels = torch.cat([labels, torch.full_like(labels, self.null_class)])  # cond | null
+        scheduler = self.make_sampler(sampler)
+        scheduler.set_timesteps(num_steps, device=device)
+        x = torch.randn(batch_size, length, self.latent_dim, generator=generator, device=device, dtype=dtype)
+        x = x * temperature * scheduler.init_noise_sigma
+        with eval_mode(self):
+            for t in scheduler.timesteps:
+                x_in = scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
+                out = self(x_in, t, labels)
+                if guided:
+                    cond, uncond = out.chunk(2)
+                    out = uncond + cfg_scale * (cond - uncond)
+                x = scheduler.step(out, t, x, generator=generator).prev_sample
+        return x
