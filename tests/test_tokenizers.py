@@ -7,7 +7,8 @@ import torch
 from scipy import stats
 
 from latentar.data import DigitsDataset, load_digits
-from latentar.tokenizers import AE, VAE, SigmaVAE, latent_report, plot_reconstructions, plot_tolerance
+from latentar.models import JointDiffusion
+from latentar.tokenizers import AE, VAE, SigmaVAE, latent_report, load_tokenizer, plot_reconstructions, plot_tolerance
 from latentar.train import Trainer
 
 TINY = dict(channels=(8, 16), strides=(2, 1))  # 8x8 -> 4x4 latent grid
@@ -241,6 +242,26 @@ def test_load_mismatch_errors_are_clear(tmp_path):
         SigmaVAE.from_pretrained(tmp_path / "tok", channels=[8, 32])
     with pytest.raises(ValueError, match="holds a 'SigmaVAE' checkpoint, not a VAE"):
         VAE.from_pretrained(tmp_path / "tok")
+
+
+def test_load_tokenizer_picks_the_saved_class_and_rejects_other_models(tmp_path, digits):
+    x = digits[:8]
+    for cls in (SigmaVAE, VAE):
+        tok = tiny(cls, c_sigma=0.3) if cls is SigmaVAE else tiny(cls)
+        tok.estimate_latent_scale(digits[:128])
+        tok.eval().save_pretrained(tmp_path / cls.__name__)
+        back = load_tokenizer(tmp_path / cls.__name__)
+        assert type(back) is cls and not back.training
+        assert not any(p.requires_grad for p in back.parameters())
+        assert back.config == tok.config and float(back.latent_std) == float(tok.latent_std)
+        assert torch.equal(back.encode(x), tok.encode(x))
+        assert torch.equal(back.decode(back.encode(x)), tok.decode(tok.encode(x)))
+    assert load_tokenizer(tmp_path / "SigmaVAE").c_sigma == 0.3
+    JointDiffusion(latent_dim=4, d_model=16, depth=1, num_heads=2, max_len=4).save_pretrained(tmp_path / "jd")
+    with pytest.raises(ValueError, match=r"holds a 'JointDiffusion', not a tokenizer \(one of \['AE', 'SigmaVAE', 'VAE'\]\)"):
+        load_tokenizer(tmp_path / "jd")
+    with pytest.raises(FileNotFoundError, match="no config.json in .*save_pretrained"):
+        load_tokenizer(tmp_path / "missing")
 
 
 # -- Trainer, report, plots -------------------------------------------------------------------------

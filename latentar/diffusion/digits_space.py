@@ -12,7 +12,6 @@ and latent runs are scored on the same scale.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,23 +36,14 @@ class DigitsSpace:
     tokenizer: str | None = None
 
 
-def load_tokenizer(path: str | Path, device: str | torch.device = "cpu"):
-    """A tokenizer saved with ``save_pretrained`` (SigmaVAE, VAE or AE), in eval mode without gradients."""
-    from latentar.tokenizers import TOKENIZERS
+def load_image_tokenizer(path: str | Path, device: str | torch.device = "cpu"):
+    """``latentar.tokenizers.load_tokenizer``, rejecting tokenizers that are not for images (digits are 8x8 images)."""
+    from latentar.tokenizers import load_tokenizer  # here: pixel-space runs need not import torchaudio
 
-    path = Path(path)
-    config = path / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"--tokenizer {path}: no config.json there; pass a directory written by "
-                                "SigmaVAE.save_pretrained (or VAE / AE)")
-    name = json.loads(config.read_text()).get("class")
-    classes = {cls.__name__: cls for cls in TOKENIZERS.values()}
-    if name not in classes:
-        raise ValueError(f"--tokenizer {path} holds a {name!r}, not one of the tokenizers {sorted(classes)}")
-    tok = classes[name].from_pretrained(path)
+    tok = load_tokenizer(path, device)
     if getattr(tok, "modality", "image") != "image":
         raise ValueError(f"--tokenizer {path} is an {tok.modality} tokenizer; digits need modality='image'")
-    return tok.to(device).eval().requires_grad_(False)
+    return tok
 
 
 @torch.no_grad()
@@ -69,7 +59,7 @@ def digits_space(space: str = "pixel", tokenizer: str | Path | None = None,
         return DigitsSpace("pixel", TensorDataset(images), (1, 8, 8), True, lambda x: x.clamp(-1.0, 1.0))
     if tokenizer is None:
         raise ValueError("space='latent' needs a saved tokenizer: pass --tokenizer DIR (a SigmaVAE.save_pretrained directory)")
-    tok = load_tokenizer(tokenizer, device)
+    tok = load_image_tokenizer(tokenizer, device)
     z = torch.cat([tok.encode(images[i:i + 512].to(device)).float().cpu() for i in range(0, len(images), 512)])
     std = float(z.std())
     if not 0.2 < std < 5.0:

@@ -57,7 +57,7 @@ def check_gamma(gamma: Any, where: str = "gamma") -> float:
 def perturbed_noising(scheduler, x0: torch.Tensor, timesteps: torch.Tensor, gamma: float,
                       noise: torch.Tensor | None = None, xi: torch.Tensor | None = None,
                       generator: torch.Generator | None = None,
-                      prediction_type: str | None = None) -> NoisedBatch:
+                      prediction_type: str | None = None, validate: bool = True) -> NoisedBatch:
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) (eps + gamma xi) and the unperturbed target (module docstring).
 
     Args:
@@ -70,6 +70,9 @@ def perturbed_noising(scheduler, x0: torch.Tensor, timesteps: torch.Tensor, gamm
         noise: eps, shaped like x0; drawn from ``generator`` when None.
         xi: the perturbation, shaped like x0; drawn (after eps) from ``generator`` when None and gamma > 0.
         prediction_type: "epsilon" | "v_prediction" | "sample"; None -> the scheduler's own.
+        validate: check that timesteps lie in ``[0, T-1]``. That check reads them on the host (a
+            device sync on GPU), so training loops that draw t themselves from ``randint(0, T)``
+            pass False; every other check (shapes, dtypes, gamma) is metadata-only and always runs.
 
     Returns:
         ``NoisedBatch(x_t, target)``, both shaped like x0.
@@ -86,7 +89,7 @@ def perturbed_noising(scheduler, x0: torch.Tensor, timesteps: torch.Tensor, gamm
                          f"got {getattr(timesteps, 'shape', type(timesteps).__name__)}")
     if timesteps.is_floating_point() or timesteps.is_complex():
         raise TypeError(f"timesteps must be integers in [0, {T - 1}], got dtype {timesteps.dtype}")
-    if timesteps.numel() and (int(timesteps.min()) < 0 or int(timesteps.max()) >= T):
+    if validate and timesteps.numel() and (int(timesteps.min()) < 0 or int(timesteps.max()) >= T):
         raise ValueError(f"timesteps must lie in [0, {T - 1}] (num_train_timesteps={T}), got "
                          f"[{int(timesteps.min())}, {int(timesteps.max())}]")
 

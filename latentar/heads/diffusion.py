@@ -18,7 +18,9 @@ Input perturbation (Ning et al. 2023, "DDPM-IP"; diffusers' ``--input_perturbati
 
     x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) (eps + gamma xi),   xi ~ N(0, I),   target still eps
 
-(or v computed from the unperturbed eps). ``add_noise`` exposes this so other trainers can reuse it.
+(or v computed from the unperturbed eps). The formula lives once, in
+``latentar.diffusion.input_perturbation.perturbed_noising``; ``add_noise``, ``training_target``
+and ``noised`` are this head's views of it.
 
 Network (MAR's SimpleMLPAdaLN; LatentLM / VibeVoice heads are the same shape): Linear(dim -> w)
 input; condition y = Linear(cond_dim -> w)(c) + MLP(sinusoid_256(t)); ``depth`` residual blocks
@@ -50,6 +52,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from torch import nn
 
+from latentar.diffusion.input_perturbation import check_gamma, perturbed_noising
 from latentar.heads.base import Head
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -241,43 +244,34 @@ class DiffusionHead(Head):
     # ---------------------------------------------------------------- training pieces
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, gamma: float | None = None,
                   xi: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) (noise + gamma xi) via DDPMScheduler.add_noise.
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) (noise + gamma xi): the x_t of ``perturbed_noising``.
 
-        x0, noise, xi: (N, dim) (any shape whose first axis matches timesteps (N,)).
+        x0, noise, xi: (N, dim) (any shape whose first axis matches timesteps (N,) integers in [0, T-1]).
         gamma defaults to the head's ``input_perturbation``; xi is drawn from ``generator`` when
         gamma > 0 and it is not given. With gamma = 0 this is exactly diffusers' add_noise.
         """
-        gamma = self.input_perturbation if gamma is None else float(gamma)
-        if gamma < 0:
-            raise ValueError(f"DiffusionHead.add_noise: gamma must be >= 0, got {gamma}")
-        if noise.shape != x0.shape:
-            raise ValueError(f"DiffusionHead.add_noise: expected noise of shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
-        if gamma > 0:
-            if xi is None:
-                xi = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-            elif xi.shape != x0.shape:
-                raise ValueError(f"DiffusionHead.add_noise: expected xi of shape {tuple(x0.shape)}, got {tuple(xi.shape)}")
-            noise = noise + gamma * xi
-        return self.noise_scheduler.add_noise(x0, noise, timesteps)
+        gamma = self.input_perturbation if gamma is None else check_gamma(gamma, "DiffusionHead.add_noise: gamma")
+        return perturbed_noising(self.noise_scheduler, x0, timesteps, gamma, noise=noise, xi=xi, generator=generator,
+                                 prediction_type=self.prediction_type).x_t
 
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """What the network regresses: the unperturbed eps, or v = get_velocity(x0, eps, t)."""
-        if self.prediction_type == "epsilon":
-            return noise
-        return self.noise_scheduler.get_velocity(x0, noise, timesteps)
+        """What the network regresses: the unperturbed eps, or v = get_velocity(x0, eps, t) (``perturbed_noising``)."""
+        return perturbed_noising(self.noise_scheduler, x0, timesteps, 0.0, noise=noise,
+                                 prediction_type=self.prediction_type).target
 
     def noised(self, x0: torch.Tensor, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One training draw for clean tokens x0 (N, dim): (x_t (N, dim), t (N,) long, target (N, dim)).
 
-        t ~ U{0..T-1}, eps ~ N(0, I), x_t = add_noise(x0, eps, t) (with input perturbation),
-        target = training_target(x0, eps, t).
+        t ~ U{0..T-1}, then ``perturbed_noising`` draws eps and (gamma > 0) xi, in that order, from
+        ``generator``: x_t = add_noise(x0, eps, t) (with input perturbation), target =
+        training_target(x0, eps, t). This is the training hot path and t is drawn in range here,
+        so the timestep range check (a host sync on GPU) is skipped.
         """
-        n = x0.shape[0]
-        t = torch.randint(0, self.num_train_timesteps, (n,), generator=generator, device=x0.device)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x_t = self.add_noise(x0, eps, t, generator=generator)
-        return x_t, t, self.training_target(x0, eps, t)
+        t = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
+        x_t, target = perturbed_noising(self.noise_scheduler, x0, t, self.input_perturbation, generator=generator,
+                                        prediction_type=self.prediction_type, validate=False)
+        return x_t, t, target
 
     def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Network output (eps or v): x_t (N, dim), timesteps (N,), cond (N, cond_dim) -> (N, dim)."""

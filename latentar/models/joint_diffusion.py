@@ -13,9 +13,10 @@ DiT's variant and U-ViT's "everything as tokens"), the tokens go through a bidir
 ``CausalTransformer(causal=False)`` and a DiT final layer (LayerNorm modulated by c, AdaLN,
 then a zero-initialised linear) reads the prediction off positions 1..T.
 
-The noise schedule, ``add_noise`` and the samplers (DDPM, DDIM, DPM-Solver++) are diffusers'
-schedulers with ``clip_sample=False`` (latents are not in [-1, 1]). Classifier-free guidance
-mixes the model outputs of the conditional and null-class branches:
+x_t and the target come from ``latentar.diffusion.input_perturbation.perturbed_noising``, the one
+implementation of that formula. The noise schedule, ``add_noise`` and the samplers (DDPM, DDIM,
+DPM-Solver++) are diffusers' schedulers with ``clip_sample=False`` (latents are not in [-1, 1]).
+Classifier-free guidance mixes the model outputs of the conditional and null-class branches:
 out = out_uncond + s * (out_cond - out_uncond). A sample is never fed back as context.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
+from latentar.diffusion.input_perturbation import perturbed_noising
 from latentar.models.latent_ar import eval_mode
 from latentar.models.transformer import CausalTransformer
 from latentar.pretrained import PretrainedMixin
@@ -143,8 +145,10 @@ class JointDiffusion(PretrainedMixin, nn.Module):
         """Mean squared error of the model output against eps (or v, or z), a scalar.
 
         ``noise`` eps, ``timesteps`` t ``(B,)`` and ``perturbation`` xi may be passed to make the loss
-        deterministic; otherwise they are drawn (t uniform over the training steps). In training
-        mode labels are dropped to the null class with probability ``class_dropout``.
+        deterministic; otherwise they are drawn from torch's global RNG in the order eps, t, xi (t
+        uniform over the training steps). In training mode labels are dropped to the null class
+        with probability ``class_dropout``. Given timesteps must be integers in [0, T-1]; drawn
+        ones skip that range check (a host sync on GPU).
         """
         self._check_latents(z)
         B, N = z.shape[0], self.noise_scheduler.config.num_train_timesteps
@@ -155,20 +159,14 @@ class JointDiffusion(PretrainedMixin, nn.Module):
             if self.training and self.class_dropout > 0:
                 drop = torch.rand(B, device=z.device) < self.class_dropout
                 labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
+        # Drawn here rather than inside perturbed_noising to keep the RNG order eps, t, xi (and
+        # randn_like's memory layout for non-contiguous z).
         eps = torch.randn_like(z) if noise is None else noise
         t = torch.randint(0, N, (B,), device=z.device) if timesteps is None else timesteps.to(z.device).long()
-        noise_in = eps
-        if self.input_perturbation > 0:  # DDPM-IP: perturb the noise that builds x_t, not the target
-            xi = torch.randn_like(z) if perturbation is None else perturbation
-            noise_in = eps + self.input_perturbation * xi
-        x_t = self.noise_scheduler.add_noise(z, noise_in, t)
-        pred_type = self.noise_scheduler.config.prediction_type
-        if pred_type == "epsilon":
-            target = eps
-        elif pred_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(z, eps, t)
-        else:
-            target = z
+        if self.input_perturbation > 0 and perturbation is None:
+            perturbation = torch.randn_like(z)
+        x_t, target = perturbed_noising(self.noise_scheduler, z, t, self.input_perturbation, noise=eps,
+                                        xi=perturbation, validate=timesteps is not None)
         return F.mse_loss(self(x_t, t, labels), target)
 
     def training_step(self, batch) -> torch.Tensor:
