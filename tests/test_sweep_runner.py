@@ -27,7 +27,7 @@ def test_finished_cells_are_not_rerun_and_csv_is_identical(tmp_path):
     SweepRunner(tmp_path / "fresh", progress=False).run(cells, fn)
     assert (tmp_path / "fresh" / "results.csv").read_text() == (tmp_path / "run" / "results.csv").read_text()
     with open(tmp_path / "run" / "results.csv") as f:
-        assert list(csv.DictReader(f))[3] == {"a": "2", "seed": "1", "score": "21", "seconds": "0"}
+        assert list(csv.DictReader(f))[3] == {"a": "2", "seed": "1", "score": "21.0", "seconds": "0.0"}
 
 
 def test_aggregate_matches_statistics():
@@ -37,7 +37,7 @@ def test_aggregate_matches_statistics():
     assert agg["x"]["m_std"] == pytest.approx(statistics.stdev([1, 2, 4]))
     assert agg["y"]["n"] == 1 and agg["y"]["m_std"] == 0.0
     table = markdown_table(list(agg.values()))
-    assert "2.33 ± 1.5" in table and table.count("\n") == 4
+    assert "| x | 3 | 2.333 ± 1.5 |" in table and table.count("\n") == 4
 
 
 def test_parse_list_errors_name_the_option():

@@ -54,14 +54,31 @@ def _fmt(v, digits: int) -> str:
     return "" if v is None else str(v)
 
 
-def markdown_table(rows: Sequence[Mapping], digits: int = 4) -> str:
-    """A GitHub markdown table of ``rows`` (floats with ``digits`` significant digits)."""
-    cols = _columns(rows)
+def markdown_table(rows: Sequence[Mapping], digits: int = 4, columns: Sequence[str] | None = None) -> str:
+    """A GitHub markdown table of ``rows`` (floats with ``digits`` significant digits).
+
+    ``columns`` picks and orders columns (default: all, in order of first appearance). A pair of
+    columns ``x_mean`` and ``x_std`` (as written by ``latentar.sweeps.aggregate``) is shown as one
+    column ``x`` with ``mean ± std``."""
+    cols = list(columns) if columns is not None else _columns(rows)
     if not cols:
         return ""
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c), digits).replace("|", "\\|") for c in cols) + " |")
+    shown, header = [], []
+    for c in cols:
+        if c.endswith("_std") and c[:-4] + "_mean" in cols:
+            continue
+        paired = c.endswith("_mean") and c[:-5] + "_std" in cols
+        shown.append((c, c[:-5] + "_std" if paired else None))
+        header.append(c[:-5] if paired else c)
+
+    def cell(r: Mapping, c: str, std: str | None) -> str:
+        text = _fmt(r.get(c), digits)
+        if std is not None and isinstance(r.get(std), float):
+            text += f" ± {_fmt(r[std], 2)}"
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(r, c, std) for c, std in shown) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,6 @@ restarted produces the same file as an uninterrupted one.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from latentar.metrics.plots import markdown_table, write_table  # noqa: F401  (re-exported for sweeps)
 
 RESULT_NAME = "result.json"
 
@@ -47,25 +48,8 @@ def parse_list(text: str | Sequence, cast: Callable = str, name: str = "value") 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
+    tmp.write_text(json.dumps(obj, indent=2, default=float))  # key order kept: CSV columns stay stable
     os.replace(tmp, path)
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    columns: list[str] = []
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k)) for k in columns})
-    os.replace(tmp, path)
-
-
-def _fmt(v: Any) -> Any:
-    return f"{v:.6g}" if isinstance(v, float) else v
 
 
 class SweepRunner:
@@ -99,7 +83,7 @@ class SweepRunner:
                 result.setdefault("seconds", time.perf_counter() - t0)
                 _write_json_atomic(done, result)
             rows.append({**cell, **result})
-            write_csv(self.out_dir / "results.csv", rows)
+            write_table(self.out_dir / "results.csv", rows)
         return rows
 
 
@@ -118,26 +102,3 @@ def aggregate(rows: list[dict[str, Any]], by: Sequence[str], metrics: Sequence[s
             row[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
         out.append(row)
     return out
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None, digits: int = 3) -> str:
-    """A GitHub-flavoured table; ``x_mean`` / ``x_std`` pairs are shown as ``mean ± std``."""
-    if not rows:
-        return "(no rows)\n"
-    columns = list(columns or rows[0].keys())
-    shown, header = [], []
-    for c in columns:
-        if c.endswith("_std") and c[:-4] + "_mean" in columns:
-            continue
-        shown.append(c)
-        header.append(c[:-5] if c.endswith("_mean") else c)
-
-    def cell(r, c):
-        v = r.get(c)
-        if c.endswith("_mean") and c[:-5] + "_std" in r:
-            return f"{v:.{digits}g} ± {r[c[:-5] + '_std']:.2g}"
-        return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(r, c) for c in shown) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
