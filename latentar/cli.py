@@ -10,7 +10,6 @@ import sys
 
 # command words -> (module with main(argv), one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("train",): ("latentar.recipes_entry", "run a Hydra recipe: latentar train <recipe> [key=value ...]"),
     ("sweep", "variance"): ("latentar.sweeps.variance", "the flagship tokenizer-variance sweep (FD vs C_sigma)"),
     ("sweep", "ip"): ("latentar.sweeps.ip", "input-perturbation diffusion: FD vs sampling steps per gamma"),
     ("compare", "discrete"): ("latentar.sweeps.discrete", "SFT vs SS vs BASH vs RAC on seq2seq tasks"),

@@ -48,3 +48,15 @@ def test_bad_key_names_the_key():
     from hydra.errors import ConfigCompositionException
     with pytest.raises(ConfigCompositionException, match="no_such_key"):
         compose(config_name=None, overrides=["+trainer=default", "trainer.no_such_key=3"])
+
+
+def test_every_cli_command_resolves(capsys):
+    import importlib
+
+    from latentar import cli
+    for words, (module, _) in cli.COMMANDS.items():
+        mod = importlib.import_module(module)
+        assert callable(getattr(mod, "main", None)), f"{module} has no main() for `latentar {' '.join(words)}`"
+    assert cli.main(["--help"]) == 0
+    assert "sweep variance" in capsys.readouterr().out
+    assert cli.main(["no-such-command"]) == 2
