@@ -1,0 +1,107 @@
+"""Evaluation domains: what a generator's decoded samples are compared with, and how they are shown.
+
+A domain holds the train/test data of one modality, scores decoded samples against the test split
+(digits: Frechet distance on the digits classifier's features plus the classifier's accuracy on
+the requested labels; audio: Frechet distance of log-mel frame statistics) and draws a PNG of
+samples. ``make_domain("digits" | "speech" | "wavfolder:PATH")`` builds one.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _figure(w: float, h: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+class DigitsDomain:
+    """8x8 digits in [-1, 1], 10 classes; FD on classifier features against the fixed test split."""
+
+    name, modality, in_channels, num_classes = "digits", "image", 1, 10
+
+    def __init__(self):
+        from latentar.data.digits import load_digits
+        self.train_x, self.train_y = load_digits("train")
+        self.test_x, self.test_y = load_digits("test")
+
+    def score(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        from latentar.metrics.digits_classifier import digits_fd, load_digits_classifier
+        clf = load_digits_classifier()
+        samples = samples.float().clamp(-1, 1).cpu()
+        out = {"fd": digits_fd(samples, self.test_x, clf)}
+        if labels is not None:
+            out["class_acc"] = float((clf.predict(samples) == labels.cpu()).float().mean())
+        return out
+
+    def save_samples(self, samples: torch.Tensor, path: str | Path, title: str = "") -> None:
+        n, cols = min(len(samples), 100), 10
+        rows = math.ceil(n / cols)
+        fig = _figure(cols * 0.6, rows * 0.6 + 0.4)
+        for i in range(n):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            ax.imshow(samples[i, 0].float().clamp(-1, 1).cpu().numpy(), cmap="gray_r", vmin=-1, vmax=1)
+            ax.axis("off")
+        fig.suptitle(title, fontsize=8)
+        fig.savefig(path)
+
+
+class AudioDomain:
+    """Speech (espeak-ng corpus) or a wav folder as fixed-length crops; FD on log-mel statistics.
+
+    The first fifth of the clips (at least two) is the test split."""
+
+    modality, in_channels, num_classes = "audio", 1, 0
+
+    def __init__(self, source: str = "speech", seconds: float = 1.0, sample_rate: int = 24000):
+        from latentar.data.speech import SpeechCorpus
+        from latentar.data.wavfolder import WavFolder
+        self.name, self.sample_rate = source, sample_rate
+        ds = (SpeechCorpus(crop_seconds=seconds, sample_rate=sample_rate) if source == "speech"
+              else WavFolder(source, crop_seconds=seconds, sample_rate=sample_rate))
+        waves = torch.stack([_wave(ds[i]) for i in range(len(ds))])
+        n_test = max(2, len(waves) // 5)
+        self.test_x, self.train_x = waves[:n_test], waves[n_test:]
+        self.test_y = self.train_y = None
+
+    def score(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        from latentar.metrics.audio import mel_fd
+        return {"fd": mel_fd(samples.float().cpu(), self.test_x, self.sample_rate)}
+
+    def save_samples(self, samples: torch.Tensor, path: str | Path, title: str = "") -> None:
+        import soundfile as sf
+        from latentar.metrics.audio import log_mel
+        n = min(4, len(samples))
+        fig = _figure(6, 1.6 * n)
+        for i in range(n):
+            ax = fig.add_subplot(n, 1, i + 1)
+            ax.imshow(log_mel(samples[i:i + 1].float().cpu(), self.sample_rate)[0].numpy(), origin="lower", aspect="auto")
+            ax.axis("off")
+            sf.write(str(Path(path).with_suffix(f".{i}.wav")), samples[i, 0].float().cpu().numpy(), self.sample_rate)
+        fig.suptitle(title, fontsize=8)
+        fig.savefig(path)
+
+
+def _wave(item: Any) -> torch.Tensor:
+    return item if isinstance(item, torch.Tensor) else item[0]
+
+
+def make_domain(data: str, seconds: float = 1.0):
+    """``digits``, ``speech`` or ``wavfolder:PATH`` (a missing folder is a FileNotFoundError)."""
+    if data == "digits":
+        return DigitsDomain()
+    if data == "speech":
+        return AudioDomain("speech", seconds)
+    if data.startswith("wavfolder:"):
+        root = Path(data.split(":", 1)[1])
+        if not root.is_dir():
+            raise FileNotFoundError(f"data {data!r}: wav folder {root} does not exist")
+        return AudioDomain(str(root), seconds)
+    raise ValueError(f"data must be digits, speech or wavfolder:PATH, got {data!r}")

@@ -1,0 +1,388 @@
+"""`latentar sweep variance`: the flagship experiment, LatentLM's tokenizer-variance sweep (Fig. 6).
+
+    latentar sweep variance --preset quick --data digits --out runs/sweep
+
+For each C_sigma: train a SigmaVAE (cached under ``out/tokenizers``, shared by every generator
+and strategy), record its reconstruction ceiling and decoder tolerance, encode the training data
+into posterior samples, then for each generator (LatentAR with a GMM or a diffusion head, and the
+non-AR JointDiffusion control) and seed: train with the shared Trainer on the same latents and
+budget, sample with and without classifier-free guidance, decode, and score the Frechet distance
+(digits: classifier features; audio: log-mel statistics). At ``--strategy-c-sigma`` the exposure
+strategies (teacher forcing, scheduled sampling, context noise, BASH) are added on the AR
+generators. Every cell is resumable (see ``latentar.sweeps.runner``).
+
+The published expectation tested here (LatentLM, Fig. 6): without CFG, AR quality improves with
+tokenizer variance while the non-AR control stays flat; with CFG, the curves become U-shaped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from latentar.generation import (LatentSequences, build_generator, encode_for_ar, held_out_exposure,
+                                 sample_and_score)
+from latentar.metrics.domains import make_domain
+from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table, parse_list
+
+GENERATORS = ("gmm", "diffusion", "joint")  # the sweep's; latentar.generation also has mse
+STRATEGIES = ("tf", "ss", "noise", "bash")
+
+# Budgets per preset. Options given on the command line override the list-valued ones.
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(c_sigma=[0.0, 0.5], generators=["gmm", "joint"], strategies=["tf", "ss"], seeds=1,
+                  cfg=[1.0, 3.0], tok_steps=150, gen_steps=120, d_model=64, depth=2, num_heads=4,
+                  posterior_draws=2, num_samples=200, sampling_steps=10, batch_size=64, audio_seconds=0.5),
+    "quick": dict(c_sigma=[0.0, 0.1, 0.25, 0.5, 1.0], generators=["gmm", "diffusion", "joint"],
+                  strategies=["tf", "ss", "noise"], seeds=2, cfg=[1.0, 3.0], tok_steps=600, gen_steps=500,
+                  d_model=96, depth=3, num_heads=4, posterior_draws=4, num_samples=400, sampling_steps=20,
+                  batch_size=128, audio_seconds=1.0),
+    "full": dict(c_sigma=[0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5], generators=["gmm", "diffusion", "joint"],
+                 strategies=["tf", "ss", "noise", "bash"], seeds=3, cfg=[1.0, 2.0, 3.0, 4.0], tok_steps=4000,
+                 gen_steps=6000, d_model=256, depth=6, num_heads=8, posterior_draws=8, num_samples=1000,
+                 sampling_steps=50, batch_size=256, audio_seconds=2.0),
+}
+
+
+@dataclass
+class SweepConfig:
+    preset: str = "quick"
+    data: str = "digits"
+    out: Path = Path("runs/sweep")
+    device: str = "auto"
+    c_sigma: list[float] = field(default_factory=list)
+    generators: list[str] = field(default_factory=list)
+    strategies: list[str] = field(default_factory=list)
+    strategy_c_sigma: float = 0.5
+    seeds: int = 1
+    cfg: list[float] = field(default_factory=list)
+    budget: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# The experiment
+# --------------------------------------------------------------------------------------------------
+class VarianceSweep:
+    def __init__(self, cfg: SweepConfig):
+        self.cfg, self.b = cfg, cfg.budget
+        self.out = Path(cfg.out)
+        self.task = make_domain(cfg.data, seconds=float(self.b["audio_seconds"]))
+        self._tokenizers: dict[float, Any] = {}
+        self._latents: dict[float, LatentSequences] = {}
+        self.progress = True
+
+    # -- cells ------------------------------------------------------------------------------------
+    def cells(self) -> list[dict[str, Any]]:
+        cells = []
+        for c in self.cfg.c_sigma:
+            for g in self.cfg.generators:
+                for s in range(self.cfg.seeds):
+                    cells.append(dict(zip(CELL_KEYS, (c, g, "tf", s))))
+        for g in [g for g in self.cfg.generators if g != "joint"]:
+            for st in [st for st in self.cfg.strategies if st != "tf"]:
+                for s in range(self.cfg.seeds):
+                    cells.append({"c_sigma": self.cfg.strategy_c_sigma, "generator": g, "strategy": st, "seed": s})
+        if any(st != "tf" for st in self.cfg.strategies) and self.cfg.strategy_c_sigma not in self.cfg.c_sigma:
+            for g in [g for g in self.cfg.generators if g != "joint"]:
+                for s in range(self.cfg.seeds):
+                    cells.append({"c_sigma": self.cfg.strategy_c_sigma, "generator": g, "strategy": "tf", "seed": s})
+        return cells
+
+    # -- tokenizer (one per C_sigma, cached on disk) ----------------------------------------------
+    def tokenizer(self, c_sigma: float):
+        if c_sigma in self._tokenizers:
+            return self._tokenizers[c_sigma]
+        from latentar.tokenizers import SigmaVAE
+        from latentar.train import Trainer
+        d = self.out / "tokenizers" / f"c_sigma={c_sigma:g}"
+        model_dir, report_file = d / "model", d / "report.json"
+        if (model_dir / "config.json").exists() and report_file.exists():
+            tok = SigmaVAE.from_pretrained(model_dir)
+        else:
+            torch.manual_seed(1000)
+            kw = dict(latent_dim=4) if self.task.modality == "image" else dict(latent_dim=16, mel_weight=1.0)
+            tok = SigmaVAE(modality=self.task.modality, in_channels=self.task.in_channels, c_sigma=c_sigma, **kw)
+            data = (TensorDataset(self.task.train_x, self.task.train_y) if self.task.train_y is not None
+                    else TensorDataset(self.task.train_x))
+            Trainer(max_steps=self.b["tok_steps"], batch_size=self.b["batch_size"], lr=2e-3, warmup_steps=20,
+                    device=self.cfg.device, out_dir=d / "train", seed=0, progress=self.progress, log_every=50,
+                    desc=f"tokenizer c_sigma={c_sigma:g}").fit(tok, data)
+            tok.estimate_latent_scale(self.task.train_x.to(next(tok.parameters()).device))
+            tok = tok.cpu().eval()
+            report = self.tokenizer_report(tok)
+            tok.save_pretrained(model_dir)
+            report_file.write_text(json.dumps(report, indent=2))
+        self._tokenizers[c_sigma] = tok.cpu().eval()
+        return self._tokenizers[c_sigma]
+
+    @torch.no_grad()
+    def tokenizer_report(self, tok) -> dict[str, Any]:
+        """Reconstruction ceiling (FD of test reconstructions) and decoder tolerance of ``tok``."""
+        from latentar.tokenizers import latent_report
+        rep = latent_report(tok, self.task.test_x)
+        recon = tok.decode(tok.encode(self.task.test_x), length=self.task.test_x.shape[-1])
+        rep["recon_fd"] = self.task.score(recon, None)["fd"]
+        return json.loads(json.dumps(rep, default=lambda o: o.tolist() if hasattr(o, "tolist") else float(o)))
+
+    def latents(self, c_sigma: float) -> LatentSequences:
+        """Training sequences: ``posterior_draws`` seeded posterior samples of the train split."""
+        if c_sigma not in self._latents:
+            self._latents[c_sigma] = encode_for_ar(self.tokenizer(c_sigma), self.task.train_x, self.task.train_y,
+                                                   draws=self.b["posterior_draws"], seed=7)
+        return self._latents[c_sigma]
+
+    # -- one cell ---------------------------------------------------------------------------------
+    def strategy(self, name: str):
+        from latentar.exposure import BASH, ContextNoise, ScheduledSampling, TeacherForcing
+        from latentar.exposure.schedules import linear
+        if name == "tf":
+            return TeacherForcing()
+        if name == "ss":
+            return ScheduledSampling(schedule=lambda e: 0.5 * linear(e, 1.0))
+        if name == "noise":
+            return ContextNoise(sigma_ctx=0.3)
+        if name == "bash":
+            steps = self.b["gen_steps"]
+            return BASH(beta=0.2, warmup_steps=steps // 3, regen_every=max(1, steps // 6), pool_size=512)
+        raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")
+
+    def run_cell(self, cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+        from latentar.exposure import ExposureTask
+        from latentar.train import Trainer
+        lat = self.latents(cell["c_sigma"])
+        tok = self.tokenizer(cell["c_sigma"])
+        torch.manual_seed(cell["seed"])
+        model = build_generator(cell["generator"], lat.dim, lat.length, self.task.num_classes, d_model=self.b["d_model"],
+                                depth=self.b["depth"], num_heads=self.b["num_heads"],
+                                sampling_steps=self.b["sampling_steps"])
+        data = lat.dataset()
+        task = model if cell["generator"] == "joint" else ExposureTask(model, self.strategy(cell["strategy"]), data=data)
+        trainer = Trainer(max_steps=self.b["gen_steps"], batch_size=self.b["batch_size"], lr=1e-3,
+                          warmup_steps=min(50, self.b["gen_steps"] // 10), device=self.cfg.device,
+                          out_dir=cell_dir / "train", ckpt_every=max(50, self.b["gen_steps"] // 4),
+                          seed=cell["seed"], log_every=25, desc=_short(cell), progress=self.progress)
+        result = trainer.fit(task, data)
+        model.eval()
+        tok_report = json.loads((self.out / "tokenizers" / f"c_sigma={cell['c_sigma']:g}" / "report.json").read_text())
+        row: dict[str, Any] = {"train_loss": result["loss"], "recon_psnr": tok_report.get("psnr", float("nan")),
+                               "recon_fd": tok_report["recon_fd"]}
+        for cfg_scale in self.cfg.cfg:
+            if cfg_scale != 1.0 and not self.task.num_classes:
+                continue  # guidance needs classes
+            png = cell_dir / "samples.png" if cfg_scale == self.cfg.cfg[0] else None
+            scores = sample_and_score(model, tok, self.task, lat, self.b["num_samples"], cfg_scale,
+                                      seed=10_000 + cell["seed"], sampling_steps=self.b["sampling_steps"],
+                                      samples_png=png, title=f"{_short(cell)} cfg={cfg_scale:g}")
+            row.update({f"{k}_cfg{cfg_scale:g}": v for k, v in scores.items()})
+        if cell["generator"] != "joint":
+            row.update(held_out_exposure(model, tok, self.task, cell["seed"], num_samples=self.b["num_samples"],
+                                         json_path=cell_dir / "exposure.json"))
+        model.cpu()
+        return row
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def write_outputs(self, rows: list[dict[str, Any]]) -> None:
+        metrics = sorted({k for r in rows for k in r if k.startswith(("fd_", "class_acc_", "exposure_"))}
+                         | {"recon_psnr", "recon_fd", "train_loss"})
+        metrics = [m for m in metrics if any(m in r for r in rows)]
+        agg = aggregate(rows, by=["c_sigma", "generator", "strategy"], metrics=metrics)
+        shown = ["c_sigma", "generator", "strategy", "n"] + [f"{m}_{s}" for m in metrics if not m.startswith("exposure")
+                                                             and m != "train_loss" for s in ("mean", "std")]
+        md = [f"# Variance sweep ({self.cfg.preset} preset, data={self.cfg.data})\n",
+              "FD: lower is better; `cfgX` = classifier-free guidance scale X; mean ± std over seeds.\n",
+              markdown_table(agg, columns=shown)]
+        strat = [r for r in agg if r["c_sigma"] == self.cfg.strategy_c_sigma and r["generator"] != "joint"]
+        if len({r["strategy"] for r in strat}) > 1:
+            cols = ["generator", "strategy", "n"] + [f"{m}_{s}" for m in metrics
+                                                     if m.startswith(("fd_", "exposure")) for s in ("mean", "std")]
+            md += [f"\n## Exposure strategies at C_sigma = {self.cfg.strategy_c_sigma:g}\n", markdown_table(strat, columns=cols)]
+        (self.out / "results.md").write_text("\n".join(md))
+        self.plot(agg)
+
+    def plot(self, agg: list[dict[str, Any]]) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        tf = [r for r in agg if r["strategy"] == "tf"]
+        cfgs = [c for c in self.cfg.cfg if any(f"fd_cfg{c:g}_mean" in r for r in tf)]
+        fig, axes = plt.subplots(1, len(cfgs), figsize=(4.2 * len(cfgs), 3.4), squeeze=False)
+        for ax, c in zip(axes[0], cfgs):
+            for gen in self.cfg.generators:
+                pts = sorted((r["c_sigma"], r[f"fd_cfg{c:g}_mean"], r[f"fd_cfg{c:g}_std"]) for r in tf if r["generator"] == gen)
+                if pts:
+                    xs, ys, es = zip(*pts)
+                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=GEN_LABELS.get(gen, gen))
+            ax.set_xlabel("tokenizer C_sigma")
+            ax.set_ylabel("FD (lower is better)")
+            ax.set_title("without CFG" if c == 1.0 else f"with CFG (scale {c:g})")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.out / "fd_vs_c_sigma.png", dpi=120)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(4.5, 3.4))
+        toks = sorted({r["c_sigma"] for r in tf})
+        ceil = [next(r["recon_fd_mean"] for r in tf if r["c_sigma"] == c) for c in toks]
+        ax.plot(toks, ceil, marker="o", label="reconstruction FD (ceiling)")
+        ax.set_xlabel("tokenizer C_sigma")
+        ax.set_ylabel("FD of reconstructions")
+        ax2 = ax.twinx()
+        psnr = [next(r["recon_psnr_mean"] for r in tf if r["c_sigma"] == c) for c in toks]
+        ax2.plot(toks, psnr, marker="s", color="tab:orange", label="PSNR")
+        ax2.set_ylabel("PSNR (dB)")
+        ax.set_title("tokenizer reconstruction ceiling")
+        fig.tight_layout()
+        fig.savefig(self.out / "reconstruction_ceiling.png", dpi=120)
+        plt.close(fig)
+        self.plot_tolerance(toks)
+
+    def plot_tolerance(self, c_sigmas) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(4.5, 3.4))
+        for c in c_sigmas:
+            rep = json.loads((self.out / "tokenizers" / f"c_sigma={c:g}" / "report.json").read_text())
+            tol = rep.get("tolerance") or {}
+            if tol:
+                ax.plot(tol["radii"], tol[tol["metric"]], marker="o", label=f"C_sigma={c:g}")
+                ax.set_ylabel(f"{tol['metric']} of decode(mu + delta * eps)")
+        ax.set_xlabel("latent perturbation radius delta (x latent std)")
+        ax.set_title("decoder tolerance")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(self.out / "decoder_tolerance.png", dpi=120)
+        plt.close(fig)
+
+    def plot_exposure(self, rows: list[dict[str, Any]]) -> None:
+        """Per-position FD under own (solid) and ground-truth (dashed) prefixes, seed 0, per strategy."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        runner = SweepRunner(self.out, progress=False)
+        picked = [r for r in rows if r["c_sigma"] == self.cfg.strategy_c_sigma and r["seed"] == 0
+                  and r["generator"] != "joint"]
+        files = [(r, runner.cell_dir({k: r[k] for k in CELL_KEYS}) / "exposure.json") for r in picked]
+        files = [(r, f) for r, f in files if f.exists()]
+        if not files:
+            return
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for r, f in files:
+            d = json.loads(f.read_text())
+            arr = {k: np.array(d[k], dtype=float) for k in ("positions", "fd_own", "fd_gt")}  # None -> nan
+            line, = ax.plot(arr["positions"], arr["fd_own"], label=f"{r['generator']}/{r['strategy']}")
+            ax.plot(arr["positions"], arr["fd_gt"], linestyle="--", color=line.get_color(), alpha=0.6)
+        ax.set_xlabel("position")
+        ax.set_ylabel("per-position FD of latents")
+        ax.set_title(f"exposure at C_sigma={self.cfg.strategy_c_sigma:g} (solid: own prefix, dashed: ground truth)",
+                     fontsize=8)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(self.out / "exposure_curves.png", dpi=120)
+        plt.close(fig)
+
+    def run(self, progress: bool = True) -> list[dict[str, Any]]:
+        self.progress = progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "sweep.json").write_text(json.dumps(
+            {k: (str(v) if isinstance(v, Path) else v) for k, v in self.cfg.__dict__.items()}, indent=2))
+        rows = SweepRunner(self.out, progress=progress).run(self.cells(), self.run_cell, desc="variance sweep")
+        self.write_outputs(rows)
+        self.plot_exposure(rows)
+        return rows
+
+
+CELL_KEYS = ("c_sigma", "generator", "strategy", "seed")
+GEN_LABELS = {"gmm": "LatentAR + GMM head", "diffusion": "LatentAR + diffusion head", "joint": "JointDiffusion (non-AR)"}
+
+
+def _short(cell: dict[str, Any]) -> str:
+    return f"c={cell['c_sigma']:g} {cell['generator']}/{cell['strategy']} s{cell['seed']}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+def build_parser(prog: str = "latentar sweep variance") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                   help="budget: smoke (~2 min, tests), quick (~15 min on 2 CPU cores), full (GPU)")
+    p.add_argument("--c-sigma", help="comma-separated tokenizer noise scales, e.g. 0,0.1,0.25,0.5,1.0 (default: preset's)")
+    p.add_argument("--generators", help=f"comma-separated subset of {','.join(GENERATORS)} (default: preset's)")
+    p.add_argument("--strategies", help=f"comma-separated subset of {','.join(STRATEGIES)}, run at --strategy-c-sigma "
+                                        "on the AR generators (default: preset's)")
+    p.add_argument("--strategy-c-sigma", type=float, default=0.5, help="C_sigma at which strategies are compared (0.5)")
+    p.add_argument("--seeds", type=int, help="number of seeds per cell (default: preset's)")
+    p.add_argument("--cfg", help="comma-separated CFG scales; 1 means no guidance (default: 1,3)")
+    p.add_argument("--data", default="digits", help="digits | speech | wavfolder:PATH (default digits)")
+    p.add_argument("--out", default="runs/sweep", help="output directory; rerunning resumes it (default runs/sweep)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--steps", type=int, help="override the generator's training steps")
+    p.add_argument("--tok-steps", type=int, help="override the tokenizer's training steps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SweepConfig:
+    preset = dict(PRESETS[args.preset])
+    c_sigma = parse_list(args.c_sigma, float, "--c-sigma") if args.c_sigma else preset["c_sigma"]
+    if any(c < 0 or not math.isfinite(c) for c in c_sigma) or args.strategy_c_sigma < 0:
+        raise ValueError(f"--c-sigma values must be finite and >= 0, got {c_sigma} (strategy: {args.strategy_c_sigma})")
+    generators = parse_list(args.generators, str, "--generators") if args.generators else preset["generators"]
+    for g in generators:
+        if g not in GENERATORS:
+            raise ValueError(f"--generators: unknown generator {g!r}; choose from {', '.join(GENERATORS)}")
+    strategies = parse_list(args.strategies, str, "--strategies") if args.strategies else preset["strategies"]
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise ValueError(f"--strategies: unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
+    cfg = parse_list(args.cfg, float, "--cfg") if args.cfg else preset["cfg"]
+    if any(c < 0 for c in cfg):
+        raise ValueError(f"--cfg scales must be >= 0, got {cfg}")
+    seeds = args.seeds if args.seeds is not None else preset["seeds"]
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    if args.data.startswith("wavfolder:") and not Path(args.data.split(":", 1)[1]).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: wav folder {args.data.split(':', 1)[1]!r} does not exist")
+    if args.data not in ("digits", "speech") and not args.data.startswith("wavfolder:"):
+        raise ValueError(f"--data must be digits, speech or wavfolder:PATH, got {args.data!r}")
+    budget = {k: v for k, v in preset.items() if k not in ("c_sigma", "generators", "strategies", "seeds", "cfg")}
+    if args.steps:
+        budget["gen_steps"] = args.steps
+    if args.tok_steps:
+        budget["tok_steps"] = args.tok_steps
+    return SweepConfig(preset=args.preset, data=args.data, out=Path(args.out), device=args.device, c_sigma=c_sigma,
+                       generators=generators, strategies=strategies, strategy_c_sigma=args.strategy_c_sigma,
+                       seeds=seeds, cfg=cfg, budget=budget)
+
+
+def main(argv: list[str] | None = None, command: str = "latentar sweep variance") -> int:
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    t0 = time.perf_counter()
+    VarianceSweep(cfg).run(progress=not args.quiet)
+    print(f"variance sweep done in {time.perf_counter() - t0:.0f} s")
+    print(f"table: {cfg.out / 'results.md'}\nplots: {cfg.out / 'fd_vs_c_sigma.png'}, "
+          f"{cfg.out / 'reconstruction_ceiling.png'}, {cfg.out / 'decoder_tolerance.png'}, {cfg.out / 'exposure_curves.png'}")
+    print((cfg.out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
