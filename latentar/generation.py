@@ -56,16 +56,17 @@ def encode_for_ar(tokenizer, x: torch.Tensor, labels: torch.Tensor | None = None
 
 
 def build_generator(kind: str, latent_dim: int, length: int, num_classes: int = 0, d_model: int = 128,
-                    depth: int = 4, num_heads: int = 4, sampling_steps: int = 50, **kw):
+                    depth: int = 4, num_heads: int = 4, sampling_steps: int = 50, diffusion_batch_mul: int = 4, **kw):
     """``gmm`` / ``diffusion`` / ``mse``: LatentAR with that head; ``joint``: the non-AR JointDiffusion
-    control with the same width and depth."""
+    control with the same width and depth. ``diffusion_batch_mul``: noised copies of each token per
+    training step for the diffusion head (MAR's ``diffusion_batch_mul``)."""
     from latentar.models import JointDiffusion, LatentAR
     common = dict(d_model=d_model, depth=depth, num_heads=num_heads, max_len=length, num_classes=num_classes, **kw)
     if kind == "joint":
         return JointDiffusion(latent_dim=latent_dim, **common)
     if kind not in GENERATORS:
         raise ValueError(f"unknown generator {kind!r}; choose from {', '.join(GENERATORS)}")
-    head_kwargs = {"num_sampling_steps": sampling_steps} if kind == "diffusion" else {}
+    head_kwargs = {"num_sampling_steps": sampling_steps, "batch_mul": diffusion_batch_mul} if kind == "diffusion" else {}
     return LatentAR(latent_dim=latent_dim, head=kind, head_kwargs=head_kwargs, **common)
 
 

@@ -37,19 +37,23 @@ from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table, parse
 GENERATORS = ("gmm", "diffusion", "joint")  # the sweep's; latentar.generation also has mse
 STRATEGIES = ("tf", "ss", "noise", "bash")
 
-# Budgets per preset. Options given on the command line override the list-valued ones.
+# Budgets per preset. Options given on the command line override the list-valued ones. On CPU the
+# diffusion head repeats each token once per step (MAR and LatentLM use batch_mul 4, as `full` does),
+# and the strategies run on the generators in `strategy_generators` (of those selected).
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(c_sigma=[0.0, 0.5], generators=["gmm", "joint"], strategies=["tf", "ss"], seeds=1,
                   cfg=[1.0, 3.0], tok_steps=150, gen_steps=120, d_model=64, depth=2, num_heads=4,
-                  posterior_draws=2, num_samples=200, sampling_steps=10, batch_size=64, audio_seconds=0.5),
-    "quick": dict(c_sigma=[0.0, 0.1, 0.25, 0.5, 1.0], generators=["gmm", "diffusion", "joint"],
-                  strategies=["tf", "ss", "noise"], seeds=2, cfg=[1.0, 3.0], tok_steps=600, gen_steps=500,
-                  d_model=96, depth=3, num_heads=4, posterior_draws=4, num_samples=400, sampling_steps=20,
-                  batch_size=128, audio_seconds=1.0),
+                  posterior_draws=2, num_samples=200, sampling_steps=10, batch_size=64, audio_seconds=0.5, lr=2e-3,
+                  diffusion_batch_mul=1, strategy_generators=["gmm"]),
+    "quick": dict(c_sigma=[0.0, 0.25, 0.5, 1.0], generators=["gmm", "diffusion", "joint"],
+                  strategies=["tf", "ss", "noise"], seeds=2, cfg=[1.0, 3.0], tok_steps=400, gen_steps=400,
+                  d_model=64, depth=2, num_heads=4, posterior_draws=4, num_samples=250, sampling_steps=10,
+                  batch_size=128, audio_seconds=1.0, lr=2e-3, diffusion_batch_mul=1, strategy_generators=["gmm"]),
     "full": dict(c_sigma=[0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5], generators=["gmm", "diffusion", "joint"],
                  strategies=["tf", "ss", "noise", "bash"], seeds=3, cfg=[1.0, 2.0, 3.0, 4.0], tok_steps=4000,
                  gen_steps=6000, d_model=256, depth=6, num_heads=8, posterior_draws=8, num_samples=1000,
-                 sampling_steps=50, batch_size=256, audio_seconds=2.0),
+                 sampling_steps=50, batch_size=256, audio_seconds=2.0, lr=1e-3, diffusion_batch_mul=4,
+                 strategy_generators=["gmm", "diffusion"]),
 }
 
 
@@ -87,12 +91,13 @@ class VarianceSweep:
             for g in self.cfg.generators:
                 for s in range(self.cfg.seeds):
                     cells.append(dict(zip(CELL_KEYS, (c, g, "tf", s))))
-        for g in [g for g in self.cfg.generators if g != "joint"]:
+        strategy_gens = [g for g in self.cfg.generators if g in self.b["strategy_generators"]]
+        for g in strategy_gens:
             for st in [st for st in self.cfg.strategies if st != "tf"]:
                 for s in range(self.cfg.seeds):
                     cells.append({"c_sigma": self.cfg.strategy_c_sigma, "generator": g, "strategy": st, "seed": s})
         if any(st != "tf" for st in self.cfg.strategies) and self.cfg.strategy_c_sigma not in self.cfg.c_sigma:
-            for g in [g for g in self.cfg.generators if g != "joint"]:
+            for g in strategy_gens:
                 for s in range(self.cfg.seeds):
                     cells.append({"c_sigma": self.cfg.strategy_c_sigma, "generator": g, "strategy": "tf", "seed": s})
         return cells
@@ -143,11 +148,10 @@ class VarianceSweep:
     # -- one cell ---------------------------------------------------------------------------------
     def strategy(self, name: str):
         from latentar.exposure import BASH, ContextNoise, ScheduledSampling, TeacherForcing
-        from latentar.exposure.schedules import linear
         if name == "tf":
             return TeacherForcing()
         if name == "ss":
-            return ScheduledSampling(schedule=lambda e: 0.5 * linear(e, 1.0))
+            return ScheduledSampling("linear", {"end": 2.0})  # p = progress / 2: up to half the context sampled
         if name == "noise":
             return ContextNoise(sigma_ctx=0.3)
         if name == "bash":
@@ -163,10 +167,10 @@ class VarianceSweep:
         torch.manual_seed(cell["seed"])
         model = build_generator(cell["generator"], lat.dim, lat.length, self.task.num_classes, d_model=self.b["d_model"],
                                 depth=self.b["depth"], num_heads=self.b["num_heads"],
-                                sampling_steps=self.b["sampling_steps"])
+                                sampling_steps=self.b["sampling_steps"], diffusion_batch_mul=self.b["diffusion_batch_mul"])
         data = lat.dataset()
         task = model if cell["generator"] == "joint" else ExposureTask(model, self.strategy(cell["strategy"]), data=data)
-        trainer = Trainer(max_steps=self.b["gen_steps"], batch_size=self.b["batch_size"], lr=1e-3,
+        trainer = Trainer(max_steps=self.b["gen_steps"], batch_size=self.b["batch_size"], lr=self.b["lr"],
                           warmup_steps=min(50, self.b["gen_steps"] // 10), device=self.cfg.device,
                           out_dir=cell_dir / "train", ckpt_every=max(50, self.b["gen_steps"] // 4),
                           seed=cell["seed"], log_every=25, desc=_short(cell), progress=self.progress)
@@ -323,6 +327,8 @@ def build_parser(prog: str = "latentar sweep variance") -> argparse.ArgumentPars
     p.add_argument("--generators", help=f"comma-separated subset of {','.join(GENERATORS)} (default: preset's)")
     p.add_argument("--strategies", help=f"comma-separated subset of {','.join(STRATEGIES)}, run at --strategy-c-sigma "
                                         "on the AR generators (default: preset's)")
+    p.add_argument("--strategy-generators", help="comma-separated AR generators (gmm, diffusion) the strategies run on "
+                                                 "(default: preset's: gmm for smoke/quick, gmm,diffusion for full)")
     p.add_argument("--strategy-c-sigma", type=float, default=0.5, help="C_sigma at which strategies are compared (0.5)")
     p.add_argument("--seeds", type=int, help="number of seeds per cell (default: preset's)")
     p.add_argument("--cfg", help="comma-separated CFG scales; 1 means no guidance (default: 1,3)")
@@ -359,6 +365,11 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     if args.data not in ("digits", "speech") and not args.data.startswith("wavfolder:"):
         raise ValueError(f"--data must be digits, speech or wavfolder:PATH, got {args.data!r}")
     budget = {k: v for k, v in preset.items() if k not in ("c_sigma", "generators", "strategies", "seeds", "cfg")}
+    if args.strategy_generators:
+        budget["strategy_generators"] = parse_list(args.strategy_generators, str, "--strategy-generators")
+        for g in budget["strategy_generators"]:
+            if g not in ("gmm", "diffusion"):
+                raise ValueError(f"--strategy-generators: {g!r} is not an AR generator; choose from gmm, diffusion")
     if args.steps:
         budget["gen_steps"] = args.steps
     if args.tok_steps:
