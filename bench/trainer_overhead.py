@@ -68,8 +68,8 @@ def trainer_loop(task, data, steps, batch_size, device):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="cpu")
@@ -78,11 +78,13 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(4096, 64, generator=g), torch.randn(4096, generator=g))
     ratios = []
-    for r in range(args.rounds + 1):  # round 0 warms up both paths
-        torch.manual_seed(r)
-        t_bare = bare_loop(MLPTask(args.width), data, args.steps, args.batch_size, device)
-        torch.manual_seed(r)
-        t_tr = trainer_loop(MLPTask(args.width), data, args.steps, args.batch_size, device)
+    for r in range(args.rounds + 1):  # round 0 warms up both paths; the order alternates per round
+        times = {}
+        for name in (("bare", "trainer") if r % 2 else ("trainer", "bare")):
+            torch.manual_seed(r)
+            loop = bare_loop if name == "bare" else trainer_loop
+            times[name] = loop(MLPTask(args.width), data, args.steps, args.batch_size, device)
+        t_bare, t_tr = times["bare"], times["trainer"]
         if r:
             ratios.append(t_tr / t_bare)
             print(f"round {r}: bare {t_bare * 1e3:.2f} ms/step, Trainer {t_tr * 1e3:.2f} ms/step, ratio {t_tr / t_bare:.3f}")
