@@ -1,0 +1,107 @@
+"""`latentar compare discrete`: the library's strategies are the ones used, the smoke preset runs
+end to end from the CLI (results.csv, results.md, plots), and a rerun resumes instead of retraining."""
+import csv
+import inspect
+import json
+import time
+
+import pytest
+import torch
+
+import latentar.exposure as exposure
+from latentar import cli
+from latentar.exposure.base import Strategy
+from latentar.sweeps import discrete
+
+
+def test_strategies_are_the_library_classes():
+    assert discrete.STRATEGIES["sft"] is exposure.TeacherForcing
+    assert discrete.STRATEGIES["ss"] is exposure.ScheduledSampling
+    assert discrete.STRATEGIES["bash"] is exposure.BASH
+    assert discrete.STRATEGIES["rac"] is exposure.RAC
+    cfg = discrete.CompareConfig.from_preset("smoke")
+    for name, cls in discrete.STRATEGIES.items():
+        s = discrete.build_strategy(name, cfg)
+        assert type(s) is cls
+    # no second copy of any strategy lives in the sweep module
+    own = [c for _, c in inspect.getmembers(discrete, inspect.isclass) if c.__module__ == discrete.__name__]
+    assert not any(issubclass(c, Strategy) for c in own)
+
+
+def test_budget_relative_schedules():
+    cfg = discrete.CompareConfig.from_preset("smoke", steps=100, warmup_frac=0.5, regen_frac=0.2, beta=0.3, ss_max=0.4)
+    bash, rac = discrete.build_strategy("bash", cfg), discrete.build_strategy("rac", cfg)
+    assert (bash.warmup_steps, bash.regen_every, bash.beta) == (50, 20, 0.3)
+    assert (rac.warmup_steps, rac.regen_every) == (50, 20)
+    ss = discrete.build_strategy("ss", cfg)
+    assert ss.probability(0.0) == 0.0 and ss.probability(0.5) == pytest.approx(0.2) and ss.probability(1.0) == pytest.approx(0.4)
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["compare", "discrete", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    parser = discrete.build_parser()
+    for action in parser._actions:
+        for opt in action.option_strings:
+            assert opt in text
+        assert action.help, f"{action.option_strings} has no help"
+    for preset in discrete.PRESETS:
+        assert preset in text
+
+
+def test_bad_options_name_the_problem(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        discrete.main(["--strategies", "sft,dagger", "--out", str(tmp_path)])
+    assert "dagger" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        discrete.main(["--len", "8,x", "--out", str(tmp_path)])
+    assert "--len" in capsys.readouterr().err
+
+
+def test_smoke_preset_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "discrete", "--task", "reverse", "--strategies", "sft,ss,bash,rac", "--preset", "smoke",
+            "--out", str(out), "--device", "cpu", "--no-progress"]
+    t0 = time.process_time()  # CPU time: the budget holds on a machine shared with other jobs
+    assert cli.main(argv) == 0
+    first = time.process_time() - t0
+    assert first < 120, f"the smoke preset took {first:.0f} CPU s (budget: 2 minutes on CPU)"
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    lengths = discrete.PRESETS["smoke"]["lengths"]
+    assert len(rows) == 4 * len(lengths)
+    assert [(r["strategy"], int(r["len"])) for r in rows] == [(s, n) for n in lengths for s in ("sft", "ss", "bash", "rac")]
+    for r in rows:
+        assert 0.0 <= float(r["exact_match"]) <= 1.0
+        assert 0.0 <= float(r["err_own_mean"]) <= 1.0
+    assert {"pool_sample_share", "pool_corrected_share"} <= set(rows[0])  # BASH / RAC pool statistics
+    md = (out / "results.md").read_text()
+    assert "± " in md and "| rac |" in md
+    for png in ["exact_match_vs_length.png"] + [f"error_vs_position_len{n}.png" for n in lengths]:
+        assert (out / png).stat().st_size > 1000
+    curve = json.loads(next((out / "cells").glob("strategy=bash*/curve.json")).read_text())
+    assert len(curve["err_own"]) == lengths[0] + 1  # answer positions + EOS
+
+    # a rerun finds every cell finished: no training, same table
+    t0 = time.process_time()
+    assert cli.main(argv) == 0
+    assert time.process_time() - t0 < first / 2
+    with open(out / "results.csv") as f:
+        assert list(csv.DictReader(f)) == rows
+
+
+def test_interrupted_cell_resumes_from_its_checkpoint(tmp_path):
+    """A cell whose Trainer checkpoint reached max_steps is not retrained: only evaluated."""
+    cfg = discrete.CompareConfig.from_preset("smoke", out=str(tmp_path), lengths=[3], strategies=["sft"], steps=6,
+                                             ckpt_every=3, progress=False, device="cpu")
+    cell = discrete.cells_of(cfg)[0]
+    cell_dir = tmp_path / "cell"
+    cell_dir.mkdir()
+    first = discrete.run_cell(cell, cell_dir, cfg)
+    ckpt = torch.load(cell_dir / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 6
+    again = discrete.run_cell(cell, cell_dir, cfg)
+    assert again["train_seconds"] < first["train_seconds"]
+    assert again["exact_match"] == first["exact_match"] and again["err_own_mean"] == first["err_own_mean"]
