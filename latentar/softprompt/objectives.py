@@ -1,0 +1,522 @@
+"""Objectives for fitting a soft prompt to one target x = (x_0, ..., x_{T-1}), combinable with weights.
+
+Each objective sees one :class:`StepContext` per optimizer step (the prompt, the target, the
+teacher-forced pass, the step) and returns ``(loss, metrics)``; only the prompt receives gradients.
+
+* ``ce``: teacher-forced cross-entropy ``L = -(1/T) sum_t log p(x_t | p, x_<t)``.
+* ``ss``: scheduled sampling, :class:`latentar.exposure.ScheduledSampling` run on the prompted LM
+  (which speaks the sequence-model protocol): the context position t is the model's own prediction
+  with probability p(e), targets stay x. Not target-valid (Huszar 2015).
+* ``ul``: token-level unlikelihood (Welleck et al. 2019, facebookresearch/unlikelihood_training,
+  ``candidate_penalty_ce_loss``) on the tokens the free-running model wrongly produces:
+  ``L = (1/T) sum_t sum_{c in C_t} -log clamp(1 - p(c | p, x_<t), 1e-5)`` with
+  ``C_t = {y_t} if y_t != x_t`` for the greedy free run y (repeats and out-of-order tokens alike),
+  optionally also the wrong teacher-forced argmax and Welleck's previous-context candidates
+  ``{x_j : j < t} - {x_t}``. The penalty is taken on the gold prefix, where "y_t is wrong" is true
+  supervision (the free run itself is refreshed every ``rollout_every`` steps).
+* ``rl``: sequence-level REINFORCE with a baseline, MIXER-style (Ranzato et al. 2016): the first k
+  target tokens are fed (teacher forcing; k shrinks by ``delta`` every ``stage_steps`` steps), the
+  rest y_{k:} are sampled; ``L = -(1/K) sum_i (r_i - b_i) (1/(T-k)) sum_{t>=k} log p(y_it | p, x_<k, y_i,k:t)``
+  with reward ``r = (1 - w) lcp(y_{k:}, x_{k:}) / (T - k) + w 1[y_{k:} = x_{k:}]`` (partial credit for
+  the correct prefix, a bonus for exact match) and baseline b the greedy continuation's reward
+  (self-critical, Rennie et al. 2017), the mean of the other samples, or a running mean.
+* ``pf``: professor forcing (Lamb et al. 2016): a small discriminator D on hidden-state sequences
+  learns teacher-forced (label 1) against free-running (label 0) passes; the prompt minimises
+  ``-log D(h_free)`` so the free run's states look teacher-forced.
+
+Greedy reconstruction is exact exactly when every teacher-forced argmax is right: the greedy run
+and the teacher-forced pass share their context up to the first wrong argmax k, which is where the
+free run leaves the target (``StepContext.first_error``). The free run is therefore decoded from
+x_<k onwards with the cache prefilled by one pass.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentar.exposure.scheduled_sampling import ScheduledSampling
+from latentar.exposure.schedules import linear, make_schedule
+from latentar.softprompt.decoding import greedy, sample
+from latentar.softprompt.prompt import SoftPrompt, TFPass
+
+UL_MIN = 1e-5  # Welleck et al.'s clamp of 1 - p
+
+
+# ------------------------------------------------------------------ the formulas, as pure functions
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean ``-log softmax(logits)[target]`` over all positions; ``logits (B, T, V)``, ``targets (B, T)``."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def unlikelihood_loss(logits: torch.Tensor, candidates: torch.Tensor, min_prob: float = UL_MIN) -> torch.Tensor:
+    """``(1/(B T)) sum_{b,t} sum_{c: candidates[b,t,c]} -log clamp(1 - p_{b,t}(c), min_prob)``.
+
+    ``logits (B, T, V)``, ``candidates (B, T, V)`` bool.
+    """
+    if candidates.shape != logits.shape:
+        raise ValueError(f"candidates {tuple(candidates.shape)} must have the logits' shape {tuple(logits.shape)}")
+    probs = logits.float().softmax(-1)
+    penalty = -torch.log((1.0 - probs).clamp_min(min_prob))  # (B, T, V)
+    return (penalty * candidates.to(penalty.dtype)).sum() / (logits.shape[0] * logits.shape[1])
+
+
+def reinforce_loss(token_logp: torch.Tensor, rewards: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+    """``-(1/K) sum_i (r_i - b_i) (1/L) sum_t log p_it`` for ``token_logp (K, L)``, ``rewards, baseline (K,)``.
+
+    The advantage is a constant (no gradient flows into the reward or the baseline).
+    """
+    adv = (rewards - baseline).detach().to(token_logp.dtype)
+    return -(adv * token_logp.mean(dim=1)).mean()
+
+
+def prefix_reward(sample_ids: torch.Tensor, target: torch.Tensor, exact_bonus: float = 0.5) -> torch.Tensor:
+    """``(1 - w) lcp / L + w 1[exact]`` per row of ``sample_ids (K, L)`` against ``target (L,)``: 1 for an
+    exact match, partial credit for the length of the correct prefix."""
+    if not 0.0 <= exact_bonus <= 1.0:
+        raise ValueError(f"exact_bonus must lie in [0, 1], got {exact_bonus}")
+    L = target.shape[-1]
+    wrong = sample_ids != target.view(1, -1)  # (K, L)
+    exact = ~wrong.any(1)  # (K,)
+    lcp = torch.where(exact, torch.full_like(exact, L, dtype=torch.long), wrong.long().argmax(1)).float()
+    exact = exact.float()
+    return (1.0 - exact_bonus) * lcp / L + exact_bonus * exact
+
+
+def first_wrong(pred: torch.Tensor, target: torch.Tensor) -> int:
+    """First position where ``pred (T,)`` differs from ``target (T,)``; T if none."""
+    wrong = (pred.view(-1) != target.view(-1)).nonzero()
+    return int(wrong[0]) if len(wrong) else int(target.numel())
+
+
+def repeated_positions(seq: Sequence[int], n: int = 2) -> list[bool]:
+    """``True`` at t when ``seq[t-n+1 .. t]`` already occurred earlier in ``seq`` (a loop token)."""
+    seen, out = set(), []
+    for t in range(len(seq)):
+        gram = tuple(seq[max(0, t - n + 1):t + 1])
+        out.append(len(gram) == n and gram in seen)
+        if len(gram) == n:
+            seen.add(gram)
+    return out
+
+
+# ------------------------------------------------------------------ the step context
+@dataclass
+class StepContext:
+    """What an objective sees at one optimizer step.
+
+    ``x (1, T)`` the target ids; ``tf`` the teacher-forced pass (with grad; hidden states when some
+    objective needs them); ``generator`` a CPU generator for the objectives' own sampling.
+    """
+
+    prompt: SoftPrompt
+    x: torch.Tensor
+    tf: TFPass
+    step: int
+    max_steps: int
+    generator: torch.Generator
+    _free: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def progress(self) -> float:
+        return self.step / max(1, self.max_steps)
+
+    @property
+    def length(self) -> int:
+        return int(self.x.shape[1])
+
+    def first_error(self) -> int:
+        """First position whose teacher-forced argmax is wrong (= greedy's first divergence); T if none."""
+        return first_wrong(self.tf.logits.detach().argmax(-1)[0], self.x[0])
+
+    def free_run(self) -> torch.Tensor:
+        """The greedy free run ``(T,)``: x_<k, then greedy from there (k = :meth:`first_error`); memoized."""
+        if self._free is None:
+            k = self.first_error()
+            x = self.x[0]
+            if k == self.length:
+                self._free = x.clone()
+            else:
+                cont = greedy(self.prompt, self.length - k, prefix=x[:k])[0]
+                self._free = torch.cat([x[:k], cont])
+        return self._free
+
+
+# ------------------------------------------------------------------ objectives
+class Objective(ABC):
+    """``loss(ctx) -> (scalar loss, metrics)``; ``reset()`` clears per-target state before a fit."""
+
+    name: str = "objective"
+    needs_hidden: bool = False
+
+    @abstractmethod
+    def loss(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective's scalar loss at this step, and metrics to log."""
+
+    def reset(self) -> None:
+        """Forget state carried between steps (baselines, discriminators); called at the start of a fit."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _zero(ctx: StepContext) -> torch.Tensor:
+    return ctx.tf.logits.sum() * 0.0  # a zero that keeps the graph (the step still runs)
+
+
+class CrossEntropy(Objective):
+    """Teacher-forced cross-entropy on the target."""
+
+    name = "ce"
+
+    def loss(self, ctx):
+        return token_cross_entropy(ctx.tf.logits, ctx.x), {}
+
+
+class ScheduledSamplingObjective(Objective):
+    """Two-pass scheduled sampling through :class:`latentar.exposure.ScheduledSampling`.
+
+    The prompted LM is the sequence model (``SoftPrompt.loss`` / ``predict_parallel``). Default
+    schedule: ``p(e) = p_max * linear(e, end=ramp)`` over fit progress e = step / max_steps (p stays
+    below 1: always sampling does badly, Bengio et al. 2015); ``mode="argmax"`` feeds the tokens greedy
+    decoding would produce. Any ``schedule`` accepted by ``ScheduledSampling`` overrides it.
+    """
+
+    name = "ss"
+
+    def __init__(self, p_max: float = 0.5, ramp: float = 0.25, schedule: Any = None,
+                 schedule_kwargs: dict | None = None, mode: str = "argmax", passes: int = 2):
+        if not 0.0 <= p_max <= 1.0:
+            raise ValueError(f"p_max must be a probability, got {p_max}")
+        self.p_max, self.ramp = float(p_max), float(ramp)
+        if schedule is None:
+            if schedule_kwargs:
+                raise ValueError("schedule_kwargs need a named schedule")
+            schedule = self._default_schedule
+        self.strategy = ScheduledSampling(schedule=schedule, schedule_kwargs=schedule_kwargs, mode=mode, passes=passes)
+
+    def _default_schedule(self, progress: float) -> float:
+        return self.p_max * linear(progress, end=self.ramp)
+
+    def loss(self, ctx):
+        loss, metrics = self.strategy.loss(ctx.prompt, ctx.x, progress=ctx.progress)
+        return loss, metrics
+
+    def __repr__(self) -> str:
+        return f"ScheduledSamplingObjective(p_max={self.p_max}, ramp={self.ramp}, strategy={self.strategy!r})"
+
+
+class Unlikelihood(Objective):
+    """Token-level unlikelihood on the free run's wrong tokens (see the module docstring).
+
+    Args:
+        previous_context: also penalise Welleck's candidates ``{x_j : j < t} - {x_t}``.
+        teacher_forced: also penalise the teacher-forced argmax where it is wrong (the token greedy
+            decoding would emit from the gold prefix; at the first divergence it is the free run's).
+        rollout_every: decode a new free run every this many steps (default 4: the free run is the
+            costly part); in between the last run's wrong tokens stay candidates (they are still
+            wrong at their positions, so the supervision stays correct).
+        ngram: n of the repeated n-grams counted as loop tokens in the metrics.
+        min_prob: the clamp of ``1 - p``.
+    """
+
+    name = "ul"
+
+    def __init__(self, previous_context: bool = False, teacher_forced: bool = False, rollout_every: int = 4,
+                 ngram: int = 2, min_prob: float = UL_MIN):
+        if rollout_every < 1:
+            raise ValueError(f"rollout_every must be >= 1, got {rollout_every}")
+        self.previous_context, self.teacher_forced = bool(previous_context), bool(teacher_forced)
+        self.rollout_every = int(rollout_every)
+        self.ngram, self.min_prob = int(ngram), float(min_prob)
+        self._free: torch.Tensor | None = None
+
+    def reset(self):
+        self._free = None
+
+    def candidates(self, x: torch.Tensor, free: torch.Tensor, vocab: int,
+                   tf_argmax: torch.Tensor | None = None) -> torch.Tensor:
+        """``(1, T, V)`` bool: the free run's token where it is wrong (+ the wrong teacher-forced argmax,
+        + previous-context tokens, as configured)."""
+        T = x.shape[1]
+        cand = torch.zeros(1, T, vocab, dtype=torch.bool, device=x.device)
+        for tokens in (free, tf_argmax if self.teacher_forced else None):
+            if tokens is None:
+                continue
+            pos = (tokens != x[0]).nonzero().view(-1)
+            cand[0, pos, tokens[pos]] = True
+        if self.previous_context:
+            for t in range(1, T):
+                cand[0, t, x[0, :t]] = True
+            cand[0, torch.arange(T, device=x.device), x[0]] = False
+        return cand
+
+    def loss(self, ctx):
+        if self._free is None or ctx.step % self.rollout_every == 0:
+            self._free = ctx.free_run()
+        free, x = self._free, ctx.x
+        cand = self.candidates(x, free, ctx.tf.logits.shape[-1], ctx.tf.logits.detach().argmax(-1)[0])
+        if not cand.any():
+            return _zero(ctx), {"ul_candidates": 0.0}
+        wrong = (free != x[0]).tolist()
+        loops = repeated_positions(free.tolist(), self.ngram)
+        in_target = set(x[0].tolist())
+        rep = sum(w and lp for w, lp in zip(wrong, loops))
+        ooo = sum(w and (not lp) and tok in in_target for w, lp, tok in zip(wrong, loops, free.tolist()))
+        return unlikelihood_loss(ctx.tf.logits, cand, self.min_prob), {
+            "ul_candidates": float(cand.sum()), "ul_repeats": float(rep), "ul_out_of_order": float(ooo)}
+
+    def __repr__(self) -> str:
+        return (f"Unlikelihood(previous_context={self.previous_context}, teacher_forced={self.teacher_forced}, "
+                f"rollout_every={self.rollout_every}, ngram={self.ngram})")
+
+
+BASELINES = ("greedy", "mean", "ema")
+
+
+class Reinforce(Objective):
+    """REINFORCE with a baseline over sampled continuations after a shrinking teacher-forced prefix (MIXER).
+
+    Args:
+        num_samples: K continuations sampled per step (temperature ``temperature``).
+        baseline: "greedy" (the greedy continuation's reward: self-critical), "mean" (leave-one-out
+            mean of the other samples), "ema" (running mean of rewards, decay ``ema_decay``).
+        exact_bonus: w in the reward (see :func:`prefix_reward`).
+        delta: tokens the teacher-forced prefix shrinks by per stage (None: max(1, T // 16)).
+        stage_steps: steps per stage; the prefix is ``k = max(0, T - delta * (1 + step // stage_steps))``.
+    """
+
+    name = "rl"
+
+    def __init__(self, num_samples: int = 4, temperature: float = 1.0, baseline: str = "greedy",
+                 exact_bonus: float = 0.5, delta: int | None = None, stage_steps: int = 20, ema_decay: float = 0.9):
+        if baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
+        if num_samples < 1 or (baseline == "mean" and num_samples < 2):
+            raise ValueError(f"num_samples must be >= 1 (>= 2 for the leave-one-out mean), got {num_samples}")
+        if stage_steps < 1 or (delta is not None and delta < 1):
+            raise ValueError(f"stage_steps and delta must be >= 1, got {stage_steps}, {delta}")
+        self.num_samples, self.temperature, self.baseline = int(num_samples), float(temperature), baseline
+        self.exact_bonus, self.delta, self.stage_steps = float(exact_bonus), delta, int(stage_steps)
+        self.ema_decay = float(ema_decay)
+        self._ema: float | None = None
+
+    def reset(self):
+        self._ema = None
+
+    def prefix_length(self, T: int, step: int) -> int:
+        """MIXER's teacher-forced prefix k at ``step`` for a target of length T."""
+        delta = self.delta or max(1, T // 16)
+        return max(0, T - delta * (1 + step // self.stage_steps))
+
+    def loss(self, ctx):
+        x, T, prompt = ctx.x[0], ctx.length, ctx.prompt
+        k = self.prefix_length(T, ctx.step)
+        K = self.num_samples
+        greedy_row = self.baseline == "greedy"
+        ys = sample(prompt, T - k, K, self.temperature, prefix=x[:k], generator=ctx.generator,
+                    with_greedy=greedy_row)  # (K [+1], T-k)
+        if greedy_row:
+            ys, g = ys[:K], ys[K:]
+        r = prefix_reward(ys, x[k:], self.exact_bonus)  # (K,)
+        if greedy_row:
+            b = prefix_reward(g, x[k:], self.exact_bonus).expand(K)
+        elif self.baseline == "mean":
+            b = (r.sum() - r) / (K - 1)
+        else:
+            b = torch.full_like(r, self._ema if self._ema is not None else float(r.mean()))
+            m = float(r.mean())
+            self._ema = m if self._ema is None else self.ema_decay * self._ema + (1 - self.ema_decay) * m
+        full = torch.cat([x[:k].expand(K, k), ys], dim=1)  # (K, T)
+        logits = prompt.teacher_forced(full).logits[:, k:]  # (K, T-k, V): row t scores y_t
+        token_logp = logits.float().log_softmax(-1).gather(-1, ys.unsqueeze(-1)).squeeze(-1)  # (K, T-k)
+        return reinforce_loss(token_logp, r, b), {
+            "rl_prefix": float(k), "rl_reward": float(r.mean()), "rl_baseline": float(b.mean()),
+            "rl_exact": float((r >= 1.0 - 1e-9).float().mean())}
+
+    def __repr__(self) -> str:
+        return (f"Reinforce(num_samples={self.num_samples}, temperature={self.temperature}, baseline={self.baseline!r}, "
+                f"exact_bonus={self.exact_bonus}, delta={self.delta}, stage_steps={self.stage_steps})")
+
+
+class HiddenDiscriminator(nn.Module):
+    """Professor forcing's discriminator: ``h (B, T, d) -> logit (B,)``, "teacher-forced" > 0.
+
+    LayerNorm (no affine: HF and CharLM states differ in scale) -> Linear(d, H) -> tanh ->
+    bidirectional GRU(H) -> mean over time -> Linear(2H, 1).
+    """
+
+    def __init__(self, d_model: int, hidden: int = 64):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.proj = nn.Linear(d_model, hidden)
+        self.gru = nn.GRU(hidden, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        g, _ = self.gru(torch.tanh(self.proj(self.norm(h.float()))))  # (B, T, 2H)
+        return self.out(g.mean(1)).squeeze(-1)  # (B,)
+
+
+class ProfessorForcing(Objective):
+    """Professor forcing with a small discriminator on last-layer hidden states (see the module docstring).
+
+    Each step: the discriminator takes ``d_steps`` AdamW steps on ``BCE(D(h_tf), 1) + BCE(D(h_free), 0)``
+    (both detached), then the prompt's loss is ``-log D(h_free) = softplus(-D(h_free))`` with D fixed.
+    The free run is the greedy one (:meth:`StepContext.free_run`); h_free comes from a pass with grad
+    over it, so the prompt learns to move the free-running states towards the teacher-forced ones.
+    With a frozen LM the adversarial gradient swamps CE at weight 1 (on the stdlib CharLM, 64-character
+    targets fell to 0.53 teacher-forced accuracy); give it a small weight, e.g. ``"ce+pf*0.1"``.
+    """
+
+    name = "pf"
+    needs_hidden = True
+
+    def __init__(self, hidden: int = 64, lr: float = 1e-3, d_steps: int = 1):
+        if hidden < 1 or d_steps < 1 or lr <= 0:
+            raise ValueError(f"need hidden >= 1, d_steps >= 1, lr > 0; got {hidden}, {d_steps}, {lr}")
+        self.hidden, self.lr, self.d_steps = int(hidden), float(lr), int(d_steps)
+        self.disc: HiddenDiscriminator | None = None
+        self.opt: torch.optim.Optimizer | None = None
+
+    def reset(self):
+        self.disc, self.opt = None, None
+
+    def _build(self, ctx: StepContext) -> None:
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+            disc = HiddenDiscriminator(ctx.prompt.lm.d_model, self.hidden)
+        self.disc = disc.to(ctx.prompt.device)
+        self.opt = torch.optim.AdamW(self.disc.parameters(), lr=self.lr)
+
+    def loss(self, ctx):
+        if ctx.tf.hidden is None:
+            raise ValueError("professor forcing needs the teacher-forced hidden states (needs_hidden=True)")
+        if self.disc is None:
+            self._build(ctx)
+        free = ctx.free_run().unsqueeze(0)  # (1, T)
+        h_free = ctx.prompt.teacher_forced(free, hidden=True).hidden  # (1, T, d), grad to the prompt
+        h_tf = ctx.tf.hidden
+        for _ in range(self.d_steps):
+            d_tf, d_free = self.disc(h_tf.detach()), self.disc(h_free.detach())
+            d_loss = F.softplus(-d_tf).mean() + F.softplus(d_free).mean()
+            self.opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt.step()
+        for p in self.disc.parameters():
+            p.requires_grad_(False)
+        try:
+            g_loss = F.softplus(-self.disc(h_free)).mean()
+        finally:
+            for p in self.disc.parameters():
+                p.requires_grad_(True)
+        with torch.no_grad():
+            acc = 0.5 * (float((self.disc(h_tf) > 0).float().mean()) + float((self.disc(h_free) <= 0).float().mean()))
+        return g_loss, {"pf_d_loss": float(d_loss.detach()), "pf_d_acc": acc}
+
+    def __repr__(self) -> str:
+        return f"ProfessorForcing(hidden={self.hidden}, lr={self.lr}, d_steps={self.d_steps})"
+
+
+# ------------------------------------------------------------------ combinations
+OBJECTIVES: dict[str, Callable[[], Objective]] = {
+    "ce": CrossEntropy, "ss": ScheduledSamplingObjective, "ul": Unlikelihood, "rl": Reinforce, "pf": ProfessorForcing,
+}
+
+
+@dataclass
+class Term:
+    """One weighted objective: ``weight * schedule(progress) * loss``; ``schedule`` is None (1), a
+    schedule name of ``latentar.exposure.schedules`` (with ``schedule_kwargs``), a number or a callable."""
+
+    objective: Objective
+    weight: float = 1.0
+    schedule: Any = None
+    schedule_kwargs: dict | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.objective, Objective):
+            raise TypeError(f"Term.objective must be an Objective, got {type(self.objective).__name__}")
+        if not math.isfinite(self.weight) or self.weight < 0:
+            raise ValueError(f"a term's weight must be finite and >= 0, got {self.weight}")
+        self._scale = None if self.schedule is None else make_schedule(self.schedule, self.schedule_kwargs)
+
+    def factor(self, progress: float) -> float:
+        return self.weight * (1.0 if self._scale is None else float(self._scale(progress)))
+
+
+class Combination(Objective):
+    """``L = sum_i w_i s_i(e) L_i`` over :class:`Term` s; metrics of every term, plus ``loss_<name>``."""
+
+    def __init__(self, terms: Sequence[Term]):
+        if not terms:
+            raise ValueError("a combination needs at least one term")
+        names = [t.objective.name for t in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective listed twice in {names}; give each objective once with its weight")
+        self.terms = list(terms)
+        self.name = "+".join(t.objective.name if t.weight == 1.0 else f"{t.objective.name}*{t.weight:g}"
+                             for t in self.terms)
+        self.needs_hidden = any(t.objective.needs_hidden for t in self.terms)
+
+    def reset(self):
+        for t in self.terms:
+            t.objective.reset()
+
+    def loss(self, ctx):
+        total, metrics = None, {}
+        for t in self.terms:
+            f = t.factor(ctx.progress)
+            if f == 0.0:
+                continue
+            value, m = t.objective.loss(ctx)
+            metrics[f"loss_{t.objective.name}"] = float(value.detach())
+            metrics.update(m)
+            total = f * value if total is None else total + f * value
+        return (total if total is not None else _zero(ctx)), metrics
+
+    def __repr__(self) -> str:
+        return f"Combination({self.name!r})"
+
+
+def make_objective(spec: str | Objective | Sequence, **kwargs: dict) -> Objective:
+    """An objective from a spec: ``"ce"``, ``"ce+ul"``, ``"ce,ss,ul,rl"`` (commas or plus signs join
+    terms), ``"ce+ul*0.5"`` (a weight), an :class:`Objective`, or a list of those / of :class:`Term` s.
+
+    ``kwargs`` maps a short name to its constructor arguments, e.g. ``rl={"baseline": "mean"}``.
+    """
+    unknown = set(kwargs) - set(OBJECTIVES)
+    if unknown:
+        raise ValueError(f"options for unknown objectives {sorted(unknown)}; known: {sorted(OBJECTIVES)}")
+    if isinstance(spec, Objective):
+        return spec
+    parts = [p.strip() for p in spec.replace(",", "+").split("+") if p.strip()] if isinstance(spec, str) else list(spec)
+    if not parts:
+        raise ValueError("empty objective spec; use e.g. 'ce' or 'ce+ul'")
+    terms = []
+    for p in parts:
+        if isinstance(p, Term):
+            terms.append(p)
+            continue
+        if isinstance(p, Objective):
+            terms.append(Term(p))
+            continue
+        name, _, w = str(p).partition("*")
+        name = name.strip().lower()
+        if name not in OBJECTIVES:
+            raise ValueError(f"unknown objective {name!r} in {spec!r}; expected names from {sorted(OBJECTIVES)} "
+                             f"joined by '+' (weights as 'ul*0.5')")
+        try:
+            weight = float(w) if w else 1.0
+        except ValueError as e:
+            raise ValueError(f"cannot read the weight {w!r} of {name!r} in {spec!r}") from e
+        terms.append(Term(OBJECTIVES[name](**kwargs.get(name, {})), weight))
+    return terms[0].objective if len(terms) == 1 and terms[0].weight == 1.0 and terms[0].schedule is None \
+        else Combination(terms)
