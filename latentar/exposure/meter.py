@@ -29,7 +29,6 @@ measured with the same ``num_samples``.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from torch.utils.data import default_collate
 
 from latentar.exposure.base import SeqBatch, make_batch, model_device, trainable_mask, unpack_batch
 from latentar.metrics.frechet import frechet_distance, gaussian_stats
+from latentar.torch_utils import eval_mode
 
 CURVES = {"continuous": ("fd_own", "fd_gt", "nn_own", "nn_gt", "nn_data"),
           "discrete": ("err_own", "err_gt", "tv_own", "tv_gt")}
@@ -136,14 +136,6 @@ class ExposureCurve:
 
 
 # ---------------------------------------------------------------------------- helpers
-@contextmanager
-def _eval(model: nn.Module):
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
 
 
 def _as_batch(data: Any, labels: torch.Tensor | None = None) -> SeqBatch:
@@ -240,7 +232,7 @@ def exposure_curve(model: nn.Module, data: Any, prefix_len: int = 0, num_samples
     given[:, :prefix_len] = True
     own = torch.empty_like(sub.x)
     gt = torch.empty_like(sub.x)
-    with _eval(model):
+    with eval_mode(model):
         for s in range(0, n, batch_size):
             part = sub.rows(torch.arange(s, min(n, s + batch_size))).to(device)
             kw: dict[str, Any] = {"temperature": temperature}

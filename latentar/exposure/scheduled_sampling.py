@@ -27,7 +27,6 @@ perform very poorly; the schedules keep p below 1 for most of training.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -35,19 +34,11 @@ from torch import nn
 
 from latentar.exposure.base import SeqBatch, Strategy, bernoulli_mask, make_batch, mix, trainable_mask
 from latentar.exposure.schedules import make_schedule
+from latentar.torch_utils import eval_mode
 
 MODES = ("sample", "argmax")
 
 
-@contextmanager
-def eval_mode(module: nn.Module):
-    """Run a block with ``module.eval()``; restore the previous mode afterwards."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def predict_parallel(model: nn.Module, context: torch.Tensor, b: SeqBatch, mode: str = "sample",

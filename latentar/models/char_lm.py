@@ -32,7 +32,6 @@ so the state dict holds one tensor and ``save_pretrained`` (safetensors) needs n
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -41,21 +40,13 @@ import torch.nn.functional as F
 
 from latentar.models.transformer import CausalTransformer, KVCache
 from latentar.pretrained import PretrainedMixin
+from latentar.torch_utils import eval_mode
 
 REDUCTIONS = ("mean", "sum", "none")
 PREDICT_MODES = ("sample", "argmax")
 SEQ_TASK_VOCAB = 260  # latentar.data.seq_tasks.VOCAB_SIZE (models never import the data package)
 
 
-@contextmanager
-def eval_mode(module: nn.Module):
-    """Run a block with ``module.eval()`` and restore the previous mode afterwards."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:

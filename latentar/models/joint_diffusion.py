@@ -28,7 +28,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
 from latentar.diffusion.input_perturbation import perturbed_noising
-from latentar.models.latent_ar import eval_mode
+from latentar.torch_utils import eval_mode
 from latentar.models.transformer import CausalTransformer
 from latentar.pretrained import PretrainedMixin
 

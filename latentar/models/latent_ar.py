@@ -22,7 +22,6 @@ sampling; ``generate(reference=..., use_reference=...)`` mixes reference and sam
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -30,6 +29,7 @@ import torch.nn as nn
 
 from latentar.models.transformer import CausalTransformer, KVCache
 from latentar.pretrained import PretrainedMixin
+from latentar.torch_utils import eval_mode
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -43,15 +43,6 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-@contextmanager
-def eval_mode(module: nn.Module):
-    """Run a block with ``module.eval()`` and restore the previous mode afterwards."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 class LatentAR(PretrainedMixin, nn.Module):
