@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 
 
 @dataclass
@@ -243,3 +244,22 @@ class ExposureTask(nn.Module):
         """Teacher-forced loss: the number every strategy is compared on."""
         b = unpack_batch(batch)
         return self.model.loss(b.x, **b.model_kwargs())
+
+
+def draw_rows(data: Any, pool_size: int, generator: torch.Generator | None, who: str) -> SeqBatch:
+    """``min(pool_size, len(data))`` training sequences drawn without replacement, as a SeqBatch:
+    the raw material of an offline pool (BASH, RAC). ``data``: a SeqBatch, a tensor or a dataset."""
+    if data is None:
+        raise ValueError(f"{who} regenerates its pool from the training data: build the task as "
+                         f"ExposureTask(model, {who}(...), data=train_dataset)")
+    size = data.x.shape[0] if isinstance(data, SeqBatch) else len(data)
+    if size < 1:
+        raise ValueError(f"{who} got an empty training dataset")
+    n = min(pool_size, size)
+    cpu_gen = generator if generator is not None and generator.device.type == "cpu" else None
+    order = torch.randperm(size, generator=cpu_gen)[:n] if n < size else torch.arange(size)
+    if isinstance(data, SeqBatch):
+        return data.rows(order.to(data.x.device))
+    if torch.is_tensor(data):
+        return unpack_batch(data[order])
+    return unpack_batch(default_collate([data[int(i)] for i in order]))

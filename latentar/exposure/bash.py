@@ -34,10 +34,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import default_collate
 
-from latentar.exposure.base import (ExposureTask, SeqBatch, Strategy, bernoulli_mask, make_batch, model_device,
-                                    trainable_mask, unpack_batch)
+from latentar.exposure.base import (ExposureTask, SeqBatch, Strategy, bernoulli_mask, draw_rows, make_batch,
+                                    model_device, trainable_mask)
 
 
 class BASH(Strategy):
@@ -124,20 +123,7 @@ class BASH(Strategy):
 
     def _draw(self, data: Any, generator: torch.Generator | None) -> SeqBatch:
         """``min(pool_size, len(data))`` training sequences, drawn without replacement."""
-        if data is None:
-            raise ValueError("BASH regenerates its pool from the training data: build the task as "
-                             "ExposureTask(model, BASH(...), data=train_dataset)")
-        size = data.x.shape[0] if isinstance(data, SeqBatch) else len(data)
-        if size < 1:
-            raise ValueError("BASH got an empty training dataset")
-        n = min(self.pool_size, size)
-        cpu_gen = generator if generator is not None and generator.device.type == "cpu" else None
-        order = torch.randperm(size, generator=cpu_gen)[:n] if n < size else torch.arange(size)
-        if isinstance(data, SeqBatch):
-            return data.rows(order.to(data.x.device))
-        if torch.is_tensor(data):
-            return unpack_batch(data[order])
-        return unpack_batch(default_collate([data[int(i)] for i in order]))
+        return draw_rows(data, self.pool_size, generator, "BASH")
 
     # ------------------------------------------------------------------ training
     def on_train_step_start(self, task: ExposureTask, trainer: Any) -> None:

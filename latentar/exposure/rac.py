@@ -52,9 +52,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
-from latentar.exposure.base import ExposureTask, SeqBatch, Strategy, make_batch, trainable_mask, unpack_batch
+from latentar.exposure.base import (ExposureTask, SeqBatch, Strategy, draw_rows, make_batch, trainable_mask)
 
 # The seq-task vocabulary (latentar.data.seq_tasks): PAD, BOS, SEP, EOS ids.
 PAD_ID, BOS_ID, SEP_ID, EOS_ID = 256, 257, 258, 259
@@ -219,19 +219,7 @@ class RAC(Strategy):
         return self.pool is None or (step - self.warmup_steps) % self.regen_every == 0
 
     def _draw(self, data: Any, generator: torch.Generator | None) -> SeqBatch:
-        if data is None:
-            raise ValueError("RAC builds its pool from the training pairs: build the task as "
-                             "ExposureTask(model, RAC(...), data=train_dataset)")
-        size = data.x.shape[0] if isinstance(data, SeqBatch) else len(data)
-        if size < 1:
-            raise ValueError("RAC got an empty training dataset")
-        n = min(self.pool_size, size)
-        cpu_gen = generator if generator is not None and generator.device.type == "cpu" else None
-        order = torch.randperm(size, generator=cpu_gen)[:n] if n < size else torch.arange(size)
-        if isinstance(data, SeqBatch):
-            b = data.rows(order.to(data.x.device))
-        else:
-            b = unpack_batch(default_collate([data[int(i)] for i in order]))
+        b = draw_rows(data, self.pool_size, generator, "RAC")
         if not b.discrete or b.loss_mask is None:
             raise ValueError("RAC works on token sequences with a loss mask over the answer (SeqTask batches)")
         return b
