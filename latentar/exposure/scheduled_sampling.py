@@ -39,8 +39,6 @@ from latentar.torch_utils import eval_mode
 MODES = ("sample", "argmax")
 
 
-
-
 def predict_parallel(model: nn.Module, context: torch.Tensor, b: SeqBatch, mode: str = "sample",
                      temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """One protocol call: a prediction for every position of ``context`` from its prefix, no grad.

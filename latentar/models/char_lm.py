@@ -47,8 +47,6 @@ PREDICT_MODES = ("sample", "argmax")
 SEQ_TASK_VOCAB = 260  # latentar.data.seq_tasks.VOCAB_SIZE (models never import the data package)
 
 
-
-
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
     """Set to -inf every logit outside the top-k and outside the nucleus of mass top_p (Holtzman et al. 2020).
 

@@ -43,8 +43,6 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-
-
 class LatentAR(PretrainedMixin, nn.Module):
     """Autoregressive model over continuous latents ``(B, T, latent_dim)``.
 
