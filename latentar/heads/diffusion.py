@@ -161,6 +161,22 @@ class AdaLNDenoiser(nn.Module):
 
 
 # ---------------------------------------------------------------------------- the head
+
+def make_latent_scheduler(sampler: str, num_train_timesteps: int, beta_schedule: str, prediction_type: str,
+                          timestep_spacing: str):
+    """A fresh diffusers sampling scheduler for latents: no x0 clipping or thresholding (MAR clips
+    nothing), DDPM with the posterior variance, DDIM ending at alpha = 1, DPM-Solver++ order 2.
+    Fresh per sampling call, since multistep schedulers keep state."""
+    common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                  prediction_type=prediction_type, thresholding=False, timestep_spacing=timestep_spacing)
+    if sampler == "ddpm":
+        return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
+    if sampler == "ddim":
+        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
+    if sampler == "dpmsolver":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+
 class DiffusionHead(Head):
     """Per-token diffusion head. Formulas, sampler and temperature semantics: module docstring.
 
@@ -225,17 +241,8 @@ class DiffusionHead(Head):
     # ---------------------------------------------------------------- schedulers
     def make_scheduler(self, sampler: str | None = None):
         """A fresh diffusers scheduler for ``sampler`` on this head's schedule (no clipping)."""
-        sampler = self.sampler if sampler is None else sampler
-        common = dict(num_train_timesteps=self.num_train_timesteps, beta_schedule=self.config["beta_schedule"],
-                      prediction_type=self.prediction_type, thresholding=False,
-                      timestep_spacing=self.config["timestep_spacing"])
-        if sampler == "ddpm":
-            return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
-        if sampler == "ddim":
-            return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
-        if sampler == "dpmsolver":
-            return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
-        raise ValueError(f"DiffusionHead: sampler must be one of {SAMPLERS}, got {sampler!r}")
+        return make_latent_scheduler(self.sampler if sampler is None else sampler, self.num_train_timesteps,
+                                     self.config["beta_schedule"], self.prediction_type, self.config["timestep_spacing"])
 
     def _check_steps(self, num_steps) -> None:
         if not isinstance(num_steps, int) or not 1 <= num_steps <= self.num_train_timesteps:

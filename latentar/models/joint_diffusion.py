@@ -24,15 +24,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDPMScheduler
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
 from latentar.diffusion.input_perturbation import perturbed_noising
-from latentar.torch_utils import eval_mode
+from latentar.heads.diffusion import make_latent_scheduler
 from latentar.models.transformer import CausalTransformer
 from latentar.pretrained import PretrainedMixin
+from latentar.torch_utils import eval_mode
 
-SAMPLERS = ("ddpm", "ddim", "dpmsolver")  # the names DiffusionHead uses too
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIME_FREQ_DIM = 256  # sinusoidal timestep features before the MLP (DiT's frequency_embedding_size)
 
@@ -181,16 +181,9 @@ class JointDiffusion(PretrainedMixin, nn.Module):
     # ------------------------------------------------------------------ sampling
     def make_sampler(self, sampler: str = "ddim"):
         """A fresh diffusers scheduler sharing the training schedule (multistep solvers keep state)."""
-        common = dict(num_train_timesteps=self.noise_scheduler.config.num_train_timesteps,
-                      beta_schedule=self.config["beta_schedule"], prediction_type=self.config["prediction_type"],
-                      timestep_spacing=self.config["timestep_spacing"], thresholding=False)
-        if sampler == "ddpm":
-            return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
-        if sampler == "ddim":
-            return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
-        if sampler == "dpmsolver":
-            return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
-        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+        return make_latent_scheduler(sampler, self.noise_scheduler.config.num_train_timesteps,
+                                     self.config["beta_schedule"], self.config["prediction_type"],
+                                     self.config["timestep_spacing"])
 
     @torch.no_grad()
     def generate(self, batch_size: int, length: int, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
