@@ -35,11 +35,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentar.exposure.base import (ExposureTask, SeqBatch, Strategy, bernoulli_mask, draw_rows, make_batch,
-                                    model_device, trainable_mask)
+from latentar.exposure.base import (OfflinePoolStrategy, SeqBatch, bernoulli_mask, make_batch, model_device,
+                                    trainable_mask)
 
 
-class BASH(Strategy):
+class BASH(OfflinePoolStrategy):
     """Offline batch-scheduled sampling; see the module docstring for the objective and the schedule.
 
     Args:
@@ -62,25 +62,12 @@ class BASH(Strategy):
                  gen_batch_size: int = 256, temperature: float = 1.0, bash_weight: float = 1.0):
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta is a probability (the share of model samples in the pool), got {beta}")
-        for name, v, lo in (("warmup_steps", warmup_steps, 0), ("regen_every", regen_every, 1),
-                            ("pool_size", pool_size, 1), ("gen_batch_size", gen_batch_size, 1)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
         if not temperature >= 0 or not bash_weight >= 0:
             raise ValueError(f"temperature and bash_weight must be >= 0, got {temperature}, {bash_weight}")
-        self.beta, self.warmup_steps, self.regen_every = float(beta), warmup_steps, regen_every
-        self.pool_size, self.gen_batch_size = pool_size, gen_batch_size
-        self.temperature, self.bash_weight = float(temperature), float(bash_weight)
-        self.pool: dict[str, torch.Tensor | None] | None = None
-        self.last_regen: dict[str, float] = {}
+        self._init_pool(warmup_steps, regen_every, pool_size, gen_batch_size, temperature)
+        self.beta, self.bash_weight = float(beta), float(bash_weight)
 
     # ------------------------------------------------------------------ the pool
-    def due(self, step: int) -> bool:
-        """Whether the pool must be (re)built before optimizer step ``step``."""
-        if step < self.warmup_steps:
-            return False
-        return self.pool is None or (step - self.warmup_steps) % self.regen_every == 0
-
     @torch.no_grad()
     def regenerate(self, model: nn.Module, data: Any, generator: torch.Generator | None = None,
                    autocast: Any = None) -> dict[str, float]:
@@ -121,15 +108,7 @@ class BASH(Strategy):
         }
         return self.last_regen
 
-    def _draw(self, data: Any, generator: torch.Generator | None) -> SeqBatch:
-        """``min(pool_size, len(data))`` training sequences, drawn without replacement."""
-        return draw_rows(data, self.pool_size, generator, "BASH")
-
     # ------------------------------------------------------------------ training
-    def on_train_step_start(self, task: ExposureTask, trainer: Any) -> None:
-        if self.due(int(trainer.step)):
-            self.regenerate(task.model, task.data, autocast=trainer.autocast())
-
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
              loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         b = make_batch(x, labels, loss_mask)

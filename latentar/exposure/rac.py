@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from latentar.exposure.base import (ExposureTask, SeqBatch, Strategy, draw_rows, make_batch, trainable_mask)
+from latentar.exposure.base import OfflinePoolStrategy, SeqBatch, make_batch, trainable_mask
 
 # The seq-task vocabulary (latentar.data.seq_tasks): PAD, BOS, SEP, EOS ids.
 PAD_ID, BOS_ID, SEP_ID, EOS_ID = 256, 257, 258, 259
@@ -164,7 +164,7 @@ class ReferenceAugmented(Dataset):
         return {"tokens": out, "loss_mask": m[1:], "reference": ref}
 
 
-class RAC(Strategy):
+class RAC(OfflinePoolStrategy):
     """Reference-answer-based correction; see the module docstring for the objective and the data.
 
     Args:
@@ -189,20 +189,14 @@ class RAC(Strategy):
                  gen_batch_size: int = 256, temperature: float = 1.0, rac_weight: float = 1.0,
                  template: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  reference_fraction: float = 0.25, eos_id: int | None = EOS_ID, pad_id: int = PAD_ID):
-        for name, v, lo in (("warmup_steps", warmup_steps, 0), ("regen_every", regen_every, 1),
-                            ("pool_size", pool_size, 1), ("gen_batch_size", gen_batch_size, 1)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
         if not temperature >= 0 or not rac_weight >= 0:
             raise ValueError(f"temperature and rac_weight must be >= 0, got {temperature}, {rac_weight}")
         if not 0.0 <= reference_fraction <= 1.0:
             raise ValueError(f"reference_fraction must be a probability, got {reference_fraction}")
-        self.warmup_steps, self.regen_every, self.pool_size = warmup_steps, regen_every, pool_size
-        self.gen_batch_size, self.temperature, self.rac_weight = gen_batch_size, float(temperature), float(rac_weight)
+        self._init_pool(warmup_steps, regen_every, pool_size, gen_batch_size, temperature)
+        self.rac_weight = float(rac_weight)
         self.template = template if template is not None else ReferenceTemplate()
         self.reference_fraction, self.eos_id, self.pad_id = float(reference_fraction), eos_id, int(pad_id)
-        self.pool: dict[str, torch.Tensor] | None = None
-        self.last_regen: dict[str, float] = {}
 
     # ------------------------------------------------------------------ data
     def sft_dataset(self, data: Dataset, seed: int = 0) -> ReferenceAugmented:
@@ -212,14 +206,8 @@ class RAC(Strategy):
         return ReferenceAugmented(data, self.template, self.reference_fraction, seed=seed, pad_id=self.pad_id,
                                   eos_id=self.eos_id)
 
-    def due(self, step: int) -> bool:
-        """Whether the pool must be (re)built before optimizer step ``step``."""
-        if step < self.warmup_steps:
-            return False
-        return self.pool is None or (step - self.warmup_steps) % self.regen_every == 0
-
     def _draw(self, data: Any, generator: torch.Generator | None) -> SeqBatch:
-        b = draw_rows(data, self.pool_size, generator, "RAC")
+        b = super()._draw(data, generator)
         if not b.discrete or b.loss_mask is None:
             raise ValueError("RAC works on token sequences with a loss mask over the answer (SeqTask batches)")
         return b
@@ -291,10 +279,6 @@ class RAC(Strategy):
         return self.last_regen
 
     # ------------------------------------------------------------------ training
-    def on_train_step_start(self, task: ExposureTask, trainer: Any) -> None:
-        if self.due(int(trainer.step)):
-            self.regenerate(task.model, task.data, autocast=trainer.autocast())
-
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
              loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         b = make_batch(x, labels, loss_mask)
