@@ -1,12 +1,22 @@
 """The ``latentar`` console entry: a front door that dispatches to library modules.
 
 Each command lives beside the code it drives and exposes ``main(argv) -> int``; this file only
-maps command words onto those modules (imported lazily, so ``latentar --help`` is instant).
+maps command words onto those modules (imported lazily, so ``latentar --help`` is instant) and is
+the one place where failures meet people:
+
+* a user mistake (:class:`latentar.cliargs.UsageError`, any ``ValueError``, a missing or misplaced
+  file) prints ``latentar <command>: error: <message>`` and exits 2;
+* Ctrl-C / SIGTERM during training prints ``latentar <command>: interrupted at step N, checkpoint
+  saved; rerun the same command to resume`` and exits 130;
+* ``--debug`` (anywhere on the line) or ``LATENTAR_DEBUG=1`` re-raises instead, with the traceback.
 """
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
+import threading
 
 # command words -> (module with main(argv), one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -25,8 +35,56 @@ def _usage() -> str:
     return f"usage: latentar <command> [options]\n\ncommands:\n{rows}\n\n`latentar <command> --help` documents each command's options."
 
 
+# What counts as the user's mistake rather than a defect of latentar: bad option values and paths.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text
+
+
+def run_command(command: str, fn, argv: list[str], debug: bool = False) -> int:
+    """Run ``fn(argv, command=command)`` (``command`` such as ``"sweep variance"``) with the shared
+    error handling (see the module docstring)."""
+    from latentar.cliargs import UsageError
+
+    prog = f"latentar {command}"
+    debug = debug or os.environ.get("LATENTAR_DEBUG", "") not in ("", "0")
+    # SIGTERM outside a training loop (which installs its own handler: finish the step, save, stop)
+    # is a Ctrl-C: the run stops at once with the one-line message below.
+    old = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return int(fn(argv, command=command) or 0)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt as e:  # TrainingInterrupted is a KeyboardInterrupt
+        if debug:
+            raise
+        step = getattr(e, "step", None)
+        where = f"interrupted at step {step}, checkpoint saved" if getattr(e, "checkpoint", None) else (
+            f"interrupted at step {step}" if step is not None else "interrupted")
+        print(f"{prog}: {where}; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except USER_ERRORS + (UsageError,) as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -34,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         key = tuple(argv[:n])
         if key in COMMANDS:
             module = importlib.import_module(COMMANDS[key][0])
-            return int(module.main(argv[n:], command=" ".join(key)) or 0)
-    print(f"latentar: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
+            return run_command(" ".join(key), module.main, argv[n:], debug=debug)
+    print(f"latentar: error: unknown command {' '.join(argv[:2])!r}; `latentar --help` lists the commands",
+          file=sys.stderr)
     return 2
 
 

@@ -24,6 +24,8 @@ result is bit-identical to plain conditional sampling with the same generator.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -96,3 +98,25 @@ class Head(nn.Module, PretrainedMixin):
     def _check_temperature(name: str, value: float) -> None:
         if not value >= 0.0:  # also rejects NaN
             raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def check_guidance(who: str, cfg_scale: float, temperature: float, labels, num_classes: int) -> bool:
+    """Validate the sampling settings a class-conditional generator takes; returns whether CFG is on.
+
+    ``cfg_scale`` and ``temperature`` are finite and >= 0; guidance (``cfg_scale != 1``) needs a
+    class-conditional model *and* labels to guide towards: without labels the conditional branch
+    is the null class itself and ``cfg_scale`` would silently act as 1.
+    """
+    if not (math.isfinite(cfg_scale) and cfg_scale >= 0):
+        raise ValueError(f"{who}: cfg_scale must be a finite number >= 0 (1 = no guidance), got {cfg_scale}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"{who}: temperature must be a finite number >= 0, got {temperature}")
+    guided = cfg_scale != 1.0
+    if guided and num_classes == 0:
+        raise ValueError(f"{who}: cfg_scale={cfg_scale} needs a class-conditional model (num_classes > 0) "
+                         "with a null class; use cfg_scale=1.0")
+    if guided and labels is None:
+        raise ValueError(f"{who}: cfg_scale={cfg_scale} without labels guides the null class towards itself (the "
+                         "same as cfg_scale=1); pass labels (B,) to guide towards, or use cfg_scale=1.0")
+    return guided
+

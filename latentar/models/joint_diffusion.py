@@ -28,6 +28,7 @@ from diffusers import DDPMScheduler
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
 from latentar.diffusion.input_perturbation import perturbed_noising
+from latentar.heads.base import check_guidance
 from latentar.heads.diffusion import make_latent_scheduler
 from latentar.models.transformer import CausalTransformer
 from latentar.pretrained import PretrainedMixin
@@ -201,9 +202,7 @@ class JointDiffusion(PretrainedMixin, nn.Module):
         N = self.noise_scheduler.config.num_train_timesteps
         if not 1 <= num_steps <= N:
             raise ValueError(f"num_steps must be in 1..{N} (the training steps), got {num_steps}")
-        guided = cfg_scale != 1.0
-        if guided and self.num_classes == 0:
-            raise ValueError(f"cfg_scale={cfg_scale} needs a class-conditional model (num_classes > 0); use cfg_scale=1.0")
+        guided = check_guidance("JointDiffusion.generate", cfg_scale, temperature, labels, self.num_classes)
         if labels is not None and self.num_classes == 0:
             raise ValueError("labels were given to an unconditional JointDiffusion (num_classes=0); pass labels=None")
         device, dtype = self.in_proj.weight.device, self.in_proj.weight.dtype

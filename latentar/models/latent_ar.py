@@ -21,12 +21,15 @@ sampling; ``generate(reference=..., use_reference=...)`` mixes reference and sam
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from latentar.heads.base import check_guidance
 from latentar.models.transformer import CausalTransformer, KVCache
 from latentar.pretrained import PretrainedMixin
 from latentar.torch_utils import eval_mode
@@ -232,10 +235,7 @@ class LatentAR(PretrainedMixin, nn.Module):
         if not 1 <= length <= self.max_len:
             raise ValueError(f"length={length} must be in 1..max_len={self.max_len}; build the model with a larger max_len")
         labels = self._check_labels(labels, batch_size)
-        guided = cfg_scale != 1.0
-        if guided and self.num_classes == 0:
-            raise ValueError(f"cfg_scale={cfg_scale} needs a class-conditional model (num_classes > 0) "
-                             f"with a null class; use cfg_scale=1.0")
+        guided = check_guidance("LatentAR.generate", cfg_scale, temperature, labels, self.num_classes)
         device, dtype = self.in_proj.weight.device, self.in_proj.weight.dtype
         mask = self._check_reference(reference, use_reference, batch_size, length)
         if mask is not None:

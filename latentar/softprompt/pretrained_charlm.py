@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import torch
 
-from latentar.data.cache import cache_dir
+from latentar.data.cache import build_once, building_context, cache_dir
 from latentar.data.text import TextCorpus
 from latentar.models.char_lm import CharLM
 from latentar.train import Trainer
@@ -44,19 +45,24 @@ def text_charlm(preset: str = "small", cache: bool = True, refresh: bool = False
     if preset not in TEXT_CHARLM_PRESETS:
         raise ValueError(f"unknown CharLM preset {preset!r}; expected one of {sorted(TEXT_CHARLM_PRESETS)}")
     path = cache_dir("softprompt") / f"charlm-{preset}-{_key(preset)}"
-    if cache and not refresh and (path / "model.safetensors").is_file():
-        return CharLM.from_pretrained(path).eval()
+    if refresh and path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    if not cache:
+        with building_context():
+            return _train_text_charlm(preset, progress, seed)
+    build_once(path, lambda tmp: _train_text_charlm(preset, progress, seed).save_pretrained(tmp),
+               ready=lambda p: (p / "model.safetensors").is_file() and (p / "config.json").is_file())
+    return CharLM.from_pretrained(path).eval()
+
+
+def _train_text_charlm(preset: str, progress: bool, seed: int) -> CharLM:
     model_kw, train_kw = TEXT_CHARLM_PRESETS[preset]
     train_kw = dict(train_kw)
     block, max_bytes = train_kw.pop("block_size"), train_kw.pop("max_bytes")
     data = TextCorpus(block_size=block, split="train", max_bytes=max_bytes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CharLM(vocab_size=256, **model_kw)
-        trainer = Trainer(**train_kw, warmup_steps=50, weight_decay=0.01, device="cpu", progress=progress,
-                          log_every=50, seed=seed, handle_signals=False, desc=f"CharLM {preset}")
-        trainer.fit(model, data)
-    model.eval()
-    if cache:
-        model.save_pretrained(path)
-    return model
+    torch.manual_seed(seed)
+    model = CharLM(vocab_size=256, **model_kw)
+    trainer = Trainer(**train_kw, warmup_steps=50, weight_decay=0.01, device="cpu", progress=progress,
+                      log_every=50, seed=seed, handle_signals=False, desc=f"CharLM {preset}")
+    trainer.fit(model, data)
+    return model.eval()

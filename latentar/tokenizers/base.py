@@ -86,8 +86,9 @@ class LatentTokenizer(nn.Module, PretrainedMixin):
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
         if int(in_channels) < 1 or int(latent_dim) < 1:
             raise ValueError(f"in_channels and latent_dim must be positive, got {in_channels}, {latent_dim}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        for name, v in (("beta", beta), ("mel_weight", mel_weight)):
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v}")
         preset = NETWORK_PRESETS[modality]
         channels = [int(c) for c in (preset["channels"] if channels is None else channels)]
         strides = [int(s) for s in (preset["strides"] if strides is None else strides)]

@@ -24,6 +24,7 @@ that of ``AE(beta=beta)``.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -51,8 +52,8 @@ class SigmaVAE(LatentTokenizer):
                          res_blocks=res_blocks, causal=causal, sample_rate=sample_rate, recon_loss=recon_loss,
                          mel_weight=mel_weight, mel_n_ffts=mel_n_ffts, beta=beta,
                          sample_for_training=sample_for_training)
-        if not c_sigma >= 0:
-            raise ValueError(f"c_sigma must be >= 0, got {c_sigma}")
+        if not (math.isfinite(c_sigma) and c_sigma >= 0):
+            raise ValueError(f"c_sigma must be a finite number >= 0, got {c_sigma}")
         self.c_sigma = float(c_sigma)
         self.config["c_sigma"] = self.c_sigma
 
