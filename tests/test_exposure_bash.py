@@ -123,7 +123,26 @@ def test_bash_needs_the_training_data():
 
 
 @pytest.mark.parametrize("kw, match", [({"beta": 1.5}, "beta"), ({"regen_every": 0}, "regen_every"),
-                                       ({"pool_size": 0}, "pool_size")])
+                                       ({"pool_size": 0}, "pool_size"), ({"beta": float("nan")}, "beta.*nan"),
+                                       ({"temperature": float("nan")}, "temperature"),
+                                       ({"temperature": float("inf")}, "temperature"),
+                                       ({"bash_weight": float("nan")}, "bash_weight")])
 def test_bash_argument_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         BASH(**kw)
+
+
+def test_the_pool_travels_in_the_task_state_dict():
+    # the one mechanism the Trainer's checkpoints use: ExposureTask's extra state holds the pool
+    data = Latents(n=32)
+    task = ExposureTask(latent_model(), BASH(beta=0.5, warmup_steps=0, pool_size=16), data=data)
+    torch.manual_seed(0)
+    task.strategy.regenerate(task.model, data)
+    task.strategy.pool_step = 3
+    fresh = ExposureTask(latent_model(), BASH(beta=0.5, warmup_steps=0, pool_size=16), data=data)
+    assert fresh.strategy.pool is None
+    fresh.load_state_dict(task.state_dict())
+    for k in ("y", "g"):
+        assert torch.equal(fresh.strategy.pool[k], task.strategy.pool[k])
+    assert fresh.strategy.last_regen == task.strategy.last_regen and fresh.strategy.pool_step == 3
+    assert not fresh.strategy.due(3) and fresh.strategy.due(4) == task.strategy.due(4)

@@ -190,6 +190,15 @@ def test_ss_argument_errors():
         ScheduledSampling(mode="greedy")
     with pytest.raises(ValueError, match="probability"):
         ScheduledSampling(lambda e: 2.0).probability(0.5)
+    with pytest.raises(ValueError, match="nan"):
+        ScheduledSampling(float("nan"))
+    with pytest.raises(ValueError, match="nan"):
+        ScheduledSampling(lambda e: float("nan"))
+    with pytest.raises(ValueError, match="temperature"):
+        ScheduledSampling(temperature=float("nan"))
+    for sigma in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ValueError, match="sigma_ctx"):
+            ContextNoise(sigma)
 
 
 # ---------------------------------------------------------------------------- context noise

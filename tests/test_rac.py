@@ -171,3 +171,7 @@ def test_rac_needs_tokens_and_data():
         rac.regenerate(CharLM(d_model=16, depth=1, num_heads=2, max_len=8), None)
     with pytest.raises(ValueError, match="probability"):
         RAC(reference_fraction=1.5)
+    for kw, match in (({"rac_weight": float("nan")}, "rac_weight"), ({"temperature": float("nan")}, "temperature"),
+                      ({"reference_fraction": float("nan")}, "reference_fraction")):
+        with pytest.raises(ValueError, match=match):
+            RAC(**kw)

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -22,26 +23,29 @@ def params(m):
 
 
 class InterruptAt:
-    """Sends SIGINT to this process at a given step, as Ctrl-C would."""
+    """Sends a signal to this process at a given step, as Ctrl-C (SIGINT) or a scheduler (SIGTERM) would."""
 
-    def __init__(self, task, step):
-        self.task, self.at = task, step
+    def __init__(self, task, step, sig=signal.SIGINT):
+        self.task, self.at, self.sig = task, step, sig
 
     def __call__(self, trainer):
         if trainer.step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.sig)
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_resume_is_exact(tmp_path, sig):
     n = 20  # 64 examples / batch 8 = 8 batches per epoch: the interrupt lands mid-epoch
     straight = make_task()
     res_a = Trainer(max_steps=n, **KW).fit(straight, tiny_data())
 
     task = make_task()
-    task.on_train_step_start = InterruptAt(task, n // 2 - 1)
+    task.on_train_step_start = InterruptAt(task, n // 2, sig)
     with pytest.raises(TrainingInterrupted) as info:
         Trainer(max_steps=n, out_dir=tmp_path, **KW).fit(task, tiny_data())
-    assert info.value.step == n // 2
+    # the signal came during the step hook: the run stops before that step's update
+    assert info.value.step == n // 2 and task.calls == n // 2
+    assert info.value.checkpoint == tmp_path / "checkpoint.pt"
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == n // 2
 
     resumed = make_task(seed=123)  # different init: everything must come from the checkpoint
@@ -138,3 +142,103 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
     for k in ref:
         assert torch.equal(r0[k], r1[k]), k
         torch.testing.assert_close(r0[k], ref[k], rtol=1e-5, atol=1e-6)
+
+
+def test_signal_during_a_step_stops_after_that_step(tmp_path):
+    task = make_task()
+    original = task.training_step
+
+    def step_then_sigterm(batch):
+        if task.calls == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(batch)
+
+    task.training_step = step_then_sigterm
+    with pytest.raises(TrainingInterrupted) as info:
+        Trainer(max_steps=10, out_dir=tmp_path, **KW).fit(task, tiny_data())
+    assert info.value.step == 4 and task.calls == 4
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_checkpoint_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    torch.save({"version": 2, "step": 0, "payload": Evil(marker)}, ckpt)
+    with pytest.raises(ValueError, match="refused to load checkpoint") as info:
+        Trainer(max_steps=2, out_dir=ckpt.parent, **KW).fit(make_task(), tiny_data())
+    assert str(ckpt) in str(info.value) and "system" in str(info.value)
+    assert not marker.exists()
+    # the payload is real: an unrestricted load would have run it
+    torch.load(ckpt, weights_only=False)
+    assert marker.exists()
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+    random.seed(4), np.random.seed(4), torch.manual_seed(4)
+    random.gauss(0, 1), np.random.normal()  # cached gaussians are part of the state
+    ckpt_mod.atomic_save({"rng": ckpt_mod.rng_state()}, tmp_path / "c.pt")
+    first = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.normal(), torch.rand(3))
+    ckpt_mod.set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    again = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.normal(), torch.rand(3))
+    assert first[:4] == again[:4] and torch.equal(first[4], again[4])
+
+
+def test_orphan_temporary_files_are_removed(tmp_path):
+    orphans = [tmp_path / "checkpoint.pt.k3j9x.tmp", tmp_path / "metrics.jsonl.a1b2.tmp"]
+    for p in orphans:
+        p.write_bytes(b"half a file")
+    (tmp_path / "notes.tmp").write_text("not ours")
+    Trainer(max_steps=2, out_dir=tmp_path, **KW).fit(make_task(), tiny_data())
+    assert not any(p.exists() for p in orphans)
+    assert (tmp_path / "notes.tmp").exists() and sorted(p.name for p in tmp_path.glob("*.tmp")) == ["notes.tmp"]
+
+
+def test_metrics_are_cut_back_to_the_checkpoint_and_a_longer_run_warns(tmp_path):
+    Trainer(max_steps=4, out_dir=tmp_path, **KW).fit(make_task(), tiny_data())
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # what a run killed after its checkpoint leaves
+        f.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + '{"step": 6, "lo')
+    with pytest.warns(UserWarning, match="cosine lr schedule changes"):
+        Trainer(max_steps=6, out_dir=tmp_path, **KW).fit(make_task(), tiny_data())
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("key, value", [("lr", 0.01), ("betas", (0.8, 0.95)), ("weight_decay", 0.1),
+                                        ("warmup_steps", 1), ("min_lr_ratio", 0.5), ("grad_clip", 0.5)])
+def test_resume_refuses_changed_optimizer_settings(tmp_path, key, value):
+    Trainer(max_steps=2, out_dir=tmp_path, **KW).fit(make_task(), tiny_data())
+    before = {**KW, "grad_clip": 1.0, "weight_decay": 0.0, "betas": (0.9, 0.95), "min_lr_ratio": 0.1}[key]
+    with pytest.raises(ValueError, match=key) as info:
+        Trainer(max_steps=4, out_dir=tmp_path, **{**KW, key: value}).fit(make_task(), tiny_data())
+    msg = str(info.value)
+    for v in (before, value):
+        assert repr(list(v) if isinstance(v, tuple) else float(v) if key != "warmup_steps" else v) in msg, msg
+
+
+def test_resume_refuses_fewer_max_steps_than_done(tmp_path):
+    Trainer(max_steps=4, out_dir=tmp_path, **KW).fit(make_task(), tiny_data())
+    with pytest.raises(ValueError, match=r"already done 4 steps.*max_steps=2"):
+        Trainer(max_steps=2, out_dir=tmp_path, **KW).fit(make_task(), tiny_data())
+
+
+@pytest.mark.parametrize("kw", [{"grad_clip": -1.0}, {"grad_clip": float("nan")}, {"lr": 0.0}, {"lr": -1e-3},
+                                {"lr": float("inf")}, {"lr": float("nan")}, {"betas": (1.0, 0.9)},
+                                {"betas": (0.9, float("nan"))}, {"betas": (0.9,)}, {"weight_decay": -0.1},
+                                {"weight_decay": float("nan")}, {"warmup_steps": -1}, {"min_lr_ratio": 1.5},
+                                {"min_lr_ratio": -0.1}, {"ema_decay": 1.0}, {"ema_decay": 0.0},
+                                {"ema_decay": float("nan")}])
+def test_bad_optimizer_arguments_are_refused(kw):
+    key = next(iter(kw))
+    with pytest.raises(ValueError, match=key):
+        Trainer(**{**KW, **kw})

@@ -23,6 +23,8 @@ so strategies never corrupt them.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -169,6 +171,29 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def check_finite(name: str, value: Any, low: float | None = 0.0, high: float | None = None) -> float:
+    """``float(value)`` if it is a finite number in [low, high], else a ValueError naming it (NaN
+    passes no comparison, so it would otherwise slip through a range check or train silently)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        span = (f" in [{low}, {high}]" if low is not None and high is not None else
+                f" >= {low}" if low is not None else f" <= {high}" if high is not None else "")
+        raise ValueError(f"{name} must be a finite number{span}, got {value!r}")
+    return float(value)
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """Move the tensors of a nest of dicts / lists / tuples to ``device`` (other leaves unchanged)."""
+    if torch.is_tensor(obj):
+        return obj.to(device)
+    if isinstance(obj, Mapping):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
 def mix(mask: torch.Tensor, sample: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """``sample`` where ``mask (B, T)`` is True, ``truth`` elsewhere (tokens or latents)."""
     m = mask if truth.dim() == 2 else mask.unsqueeze(-1)
@@ -182,7 +207,12 @@ class Strategy(ABC):
     ``loss(model, x, progress=..., labels=None, loss_mask=None) -> (loss, metrics)``: the scalar
     training loss of targets ``x`` under the context the strategy builds, and a dict of floats to
     log. ``on_train_step_start(task, trainer)`` runs before every optimizer step (offline strategies
-    such as BASH rebuild their data there).
+    such as BASH rebuild their data there); it must be idempotent per step (a run stopped right after
+    it resumes by calling it again at the same step).
+
+    ``state_dict() / load_state_dict(state)``: what the strategy carries between steps (an offline
+    pool), as tensors and plain containers; :class:`ExposureTask` puts it in its ``state_dict`` so
+    Trainer checkpoints hold it and a resumed run continues exactly. Default: no state.
     """
 
     name: str = "strategy"
@@ -198,6 +228,16 @@ class Strategy(ABC):
 
     def on_train_step_start(self, task: "ExposureTask", trainer: Any) -> None:
         """Hook before each optimizer step; nothing by default."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The strategy's training state (tensors and plain containers); none by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (tensors already on the model's device)."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, but the checkpoint holds {sorted(state)} for it; "
+                             f"was it written with another strategy?")
 
     def __repr__(self) -> str:
         names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
@@ -215,6 +255,9 @@ class ExposureTask(nn.Module):
 
         task = ExposureTask(LatentAR(latent_dim=4), ScheduledSampling("linear"))
         Trainer(max_steps=1000).fit(task, latents_dataset)
+
+    The strategy's state (``Strategy.state_dict``) travels in ``state_dict()`` under ``_extra_state``
+    (nn.Module's hook), so checkpoints resume an offline pool exactly with no special case.
     """
 
     def __init__(self, model: nn.Module, strategy: Strategy, data: Any = None):
@@ -235,6 +278,15 @@ class ExposureTask(nn.Module):
         self.progress = float(trainer.progress)
         self.step = int(trainer.step)
         self.strategy.on_train_step_start(self, trainer)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"strategy": type(self.strategy).__name__, "state": self.strategy.state_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get("strategy") != type(self.strategy).__name__:
+            raise ValueError(f"the state was saved for a {state.get('strategy')} strategy, not a "
+                             f"{type(self.strategy).__name__}")
+        self.strategy.load_state_dict(to_device(state["state"], model_device(self.model)))
 
     def training_step(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         b = unpack_batch(batch)
@@ -268,7 +320,11 @@ def draw_rows(data: Any, pool_size: int, generator: torch.Generator | None, who:
 class OfflinePoolStrategy(Strategy):
     """The offline, batched mechanism BASH and RAC share (Cen et al. 2025, Algorithms 1 and 2): SFT
     alone for ``warmup_steps``, then a pool of ``pool_size`` training rows regenerated by
-    ``regenerate(model, data, autocast)`` every ``regen_every`` steps and trained on beside J_SFT."""
+    ``regenerate(model, data, autocast)`` every ``regen_every`` steps and trained on beside J_SFT.
+
+    The pool, its statistics and the step it was built at are the strategy's state
+    (:meth:`state_dict`), so a run resumed from a checkpoint trains on the same pool and regenerates
+    on the same schedule as a straight run."""
 
     def _init_pool(self, warmup_steps: int, regen_every: int, pool_size: int, gen_batch_size: int,
                    temperature: float) -> None:
@@ -277,19 +333,34 @@ class OfflinePoolStrategy(Strategy):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
         self.warmup_steps, self.regen_every, self.pool_size = warmup_steps, regen_every, pool_size
-        self.gen_batch_size, self.temperature = gen_batch_size, float(temperature)
+        self.gen_batch_size = gen_batch_size
+        self.temperature = check_finite("temperature", temperature)
         self.pool: dict[str, torch.Tensor | None] | None = None
         self.last_regen: dict[str, float] = {}
+        self.pool_step: int | None = None  # the trainer step the pool was built for
 
     def due(self, step: int) -> bool:
-        """Whether the pool must be (re)built before optimizer step ``step``."""
+        """Whether the pool must be (re)built before optimizer step ``step`` (never twice for one step)."""
         if step < self.warmup_steps:
             return False
-        return self.pool is None or (step - self.warmup_steps) % self.regen_every == 0
+        if self.pool is None:
+            return True
+        return step != self.pool_step and (step - self.warmup_steps) % self.regen_every == 0
 
     def on_train_step_start(self, task: "ExposureTask", trainer: Any) -> None:
-        if self.due(int(trainer.step)):
+        step = int(trainer.step)
+        if self.due(step):
             self.regenerate(task.model, task.data, autocast=trainer.autocast())
+            self.pool_step = step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pool": self.pool, "last_regen": dict(self.last_regen), "pool_step": self.pool_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = {"pool", "last_regen", "pool_step"} - set(state)
+        if missing:
+            raise ValueError(f"{type(self).__name__} state lacks {sorted(missing)}")
+        self.pool, self.last_regen, self.pool_step = state["pool"], dict(state["last_regen"]), state["pool_step"]
 
     def _draw(self, data: Any, generator: torch.Generator | None) -> SeqBatch:
         """``min(pool_size, len(data))`` training sequences, drawn without replacement."""

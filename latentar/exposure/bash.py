@@ -14,8 +14,9 @@ and every step after the SFT warm-up trains on
 For latents y is ``(B, T, D)`` and z a head sample; for tokens ``(B, T)``; ``x`` is the prompt (the
 positions outside the loss mask, always fed from the reference) or the class label. Warm-up:
 ``warmup_steps`` steps of J_SFT alone (a fresh model generates noise). Then the pool is regenerated
-at the warm-up's end and every ``regen_every`` steps after it; a run resumed from a checkpoint
-regenerates at its first step. beta = 0.2 (the paper's value; its Remark 2: keep beta small).
+at the warm-up's end and every ``regen_every`` steps after it; the pool is part of the strategy's
+state (``OfflinePoolStrategy.state_dict``), so a run resumed from a checkpoint keeps it and
+regenerates on the same schedule. beta = 0.2 (the paper's value; its Remark 2: keep beta small).
 
 Why offline: online scheduled sampling switches between training and token-by-token inference at
 every step (20.8 s per global batch for pythia-1B in the paper's Table 8, against 0.9 s of
@@ -35,8 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentar.exposure.base import (OfflinePoolStrategy, SeqBatch, bernoulli_mask, make_batch, model_device,
-                                    trainable_mask)
+from latentar.exposure.base import (OfflinePoolStrategy, SeqBatch, bernoulli_mask, check_finite, make_batch,
+                                    model_device, trainable_mask)
 
 
 class BASH(OfflinePoolStrategy):
@@ -60,12 +61,10 @@ class BASH(OfflinePoolStrategy):
 
     def __init__(self, beta: float = 0.2, warmup_steps: int = 100, regen_every: int = 100, pool_size: int = 1024,
                  gen_batch_size: int = 256, temperature: float = 1.0, bash_weight: float = 1.0):
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta is a probability (the share of model samples in the pool), got {beta}")
-        if not temperature >= 0 or not bash_weight >= 0:
-            raise ValueError(f"temperature and bash_weight must be >= 0, got {temperature}, {bash_weight}")
+        beta = check_finite("beta (the share of model samples in the pool)", beta, 0.0, 1.0)
+        bash_weight = check_finite("bash_weight", bash_weight)
         self._init_pool(warmup_steps, regen_every, pool_size, gen_batch_size, temperature)
-        self.beta, self.bash_weight = float(beta), float(bash_weight)
+        self.beta, self.bash_weight = beta, bash_weight
 
     # ------------------------------------------------------------------ the pool
     @torch.no_grad()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latentar.exposure.base import Strategy, make_batch, trainable_mask
+from latentar.exposure.base import Strategy, check_finite, make_batch, trainable_mask
 
 
 class ContextNoise(Strategy):
@@ -36,9 +36,7 @@ class ContextNoise(Strategy):
     targets_valid = True
 
     def __init__(self, sigma_ctx: float = 0.1):
-        if not sigma_ctx >= 0:
-            raise ValueError(f"sigma_ctx must be >= 0, got {sigma_ctx}")
-        self.sigma_ctx = float(sigma_ctx)
+        self.sigma_ctx = check_finite("sigma_ctx", sigma_ctx)
 
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
              loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:

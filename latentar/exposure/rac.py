@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from latentar.exposure.base import OfflinePoolStrategy, SeqBatch, make_batch, trainable_mask
+from latentar.exposure.base import OfflinePoolStrategy, SeqBatch, check_finite, make_batch, trainable_mask
 
 # The seq-task vocabulary (latentar.data.seq_tasks): PAD, BOS, SEP, EOS ids.
 PAD_ID, BOS_ID, SEP_ID, EOS_ID = 256, 257, 258, 259
@@ -189,14 +189,12 @@ class RAC(OfflinePoolStrategy):
                  gen_batch_size: int = 256, temperature: float = 1.0, rac_weight: float = 1.0,
                  template: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  reference_fraction: float = 0.25, eos_id: int | None = EOS_ID, pad_id: int = PAD_ID):
-        if not temperature >= 0 or not rac_weight >= 0:
-            raise ValueError(f"temperature and rac_weight must be >= 0, got {temperature}, {rac_weight}")
-        if not 0.0 <= reference_fraction <= 1.0:
-            raise ValueError(f"reference_fraction must be a probability, got {reference_fraction}")
+        rac_weight = check_finite("rac_weight", rac_weight)
+        reference_fraction = check_finite("reference_fraction (a probability)", reference_fraction, 0.0, 1.0)
         self._init_pool(warmup_steps, regen_every, pool_size, gen_batch_size, temperature)
-        self.rac_weight = float(rac_weight)
+        self.rac_weight = rac_weight
         self.template = template if template is not None else ReferenceTemplate()
-        self.reference_fraction, self.eos_id, self.pad_id = float(reference_fraction), eos_id, int(pad_id)
+        self.reference_fraction, self.eos_id, self.pad_id = reference_fraction, eos_id, int(pad_id)
 
     # ------------------------------------------------------------------ data
     def sft_dataset(self, data: Dataset, seed: int = 0) -> ReferenceAugmented:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentar.exposure.base import SeqBatch, Strategy, bernoulli_mask, make_batch, mix, trainable_mask
+from latentar.exposure.base import SeqBatch, Strategy, bernoulli_mask, check_finite, make_batch, mix, trainable_mask
 from latentar.exposure.schedules import make_schedule
 from latentar.torch_utils import eval_mode
 
@@ -84,18 +84,20 @@ class ScheduledSampling(Strategy):
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
         if not isinstance(passes, int) or isinstance(passes, bool) or passes < 2:
             raise ValueError(f"passes must be an int >= 2 (one prediction pass + the training pass), got {passes!r}")
-        if not temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        temperature = check_finite("temperature", temperature)
         self.schedule = schedule
         self.schedule_kwargs = dict(schedule_kwargs or {})
         self._p = make_schedule(schedule, self.schedule_kwargs)
-        self.mode, self.passes, self.temperature = mode, passes, float(temperature)
+        self.mode, self.passes, self.temperature = mode, passes, temperature
+        for progress in (0.0, 0.5, 1.0):  # a NaN or out-of-range schedule fails now, not mid-training
+            self.probability(progress)
 
     def probability(self, progress: float) -> float:
         """p: the probability that a context position is the model's prediction."""
         p = float(self._p(progress))
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"the schedule returned p={p} at progress {progress}; a probability is needed")
+            raise ValueError(f"the schedule {self.schedule!r} {self.schedule_kwargs or ''} returned p={p} at "
+                             f"progress {progress}; a probability in [0, 1] is needed")
         return p
 
     def mixed_context(self, model: nn.Module, b: SeqBatch, p: float,

@@ -1,12 +1,14 @@
 """Process-group helpers for DDP under ``torchrun`` (rank and world size from its environment).
 
 Follows DiT's train.py: the launcher sets RANK / WORLD_SIZE / LOCAL_RANK; the backend is NCCL on
-CUDA and gloo on CPU; rank 0 logs and saves, the others wait at a barrier.
+CUDA and gloo on CPU; rank 0 logs and saves (with every rank's RNG state, gathered), the others
+wait at a barrier.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -56,3 +58,23 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order (``[obj]`` for a single process); e.g. the per-rank RNG
+    states that a checkpoint must hold so that each rank resumes its own dropout / noise stream."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is True on one (so that all ranks stop at the same step, e.g. on
+    a signal that reached them at different moments)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -5,7 +5,10 @@ The Trainer owns everything else: device selection (CUDA, then MPS, then CPU), b
 CUDA, optional ``torch.compile``, DDP under ``torchrun`` (gloo on CPU), gradient accumulation and
 clipping, AdamW with warmup + cosine decay, optional EMA, JSONL metrics, a progress bar, a clear
 error on a non-finite loss, and atomic checkpoints that resume exactly (model, optimizer,
-scheduler, EMA, RNG states, data position). SIGINT / SIGTERM save a checkpoint before exiting.
+scheduler, EMA, every rank's RNG states, data position, and whatever the task keeps in its
+``get_extra_state``), also after a ``kill -9``: the checkpoint loads with ``weights_only=True``,
+orphaned temporary files are removed, and ``metrics.jsonl`` is cut back to the checkpoint's step.
+SIGINT / SIGTERM stop the run within one step and save a checkpoint before exiting.
 
     trainer = Trainer(max_steps=2000, batch_size=64, lr=1e-3, out_dir="runs/x")
     trainer.fit(model, dataset)
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import signal
 import threading
 import time
@@ -30,13 +34,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from latentar.pretrained import load_state_checked
-from latentar.train.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
-from latentar.train.distributed import all_reduce_mean, barrier, init_distributed
+from latentar.train.checkpoint import (atomic_save, atomic_write_text, load_checkpoint, remove_orphans, rng_state,
+                                       set_rng_state)
+from latentar.train.distributed import all_gather, all_reduce_mean, any_rank, barrier, init_distributed
 from latentar.train.ema import EMA
 from latentar.train.sampler import ResumableSampler
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
+CHECKPOINT_VERSION = 2
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -132,6 +138,7 @@ class Trainer:
             raise ValueError(f"need max_steps >= 0, batch_size >= 1, grad_accum >= 1; got {max_steps}, {batch_size}, {grad_accum}")
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+        _check_optimizer_args(lr, betas, weight_decay, warmup_steps, min_lr_ratio, grad_clip, ema_decay)
         self.max_steps, self.batch_size, self.lr = int(max_steps), int(batch_size), float(lr)
         self.weight_decay, self.betas = float(weight_decay), tuple(betas)
         self.warmup_steps, self.min_lr_ratio = int(warmup_steps), float(min_lr_ratio)
@@ -193,36 +200,68 @@ class Trainer:
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr, betas=self.betas, fused=fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, cosine_with_warmup(self.warmup_steps, self.max_steps, self.min_lr_ratio))
-        self.ema = EMA(task, self.ema_decay) if self.ema_decay else None
+        self.ema = EMA(task, self.ema_decay) if self.ema_decay is not None else None
 
     def _resume_signature(self) -> dict[str, int]:
         return {"batch_size": self.batch_size, "grad_accum": self.grad_accum,
                 "world_size": self.dist.world_size, "seed": self.seed}
 
-    def state_dict(self) -> dict[str, Any]:
+    def _optimizer_settings(self) -> dict[str, Any]:
+        """What the optimizer and the lr schedule were built from; a resume must not change them
+        (the optimizer state would silently override lr / betas / weight decay)."""
+        return {"lr": self.lr, "betas": [float(b) for b in self.betas], "weight_decay": self.weight_decay,
+                "warmup_steps": self.warmup_steps, "min_lr_ratio": self.min_lr_ratio,
+                "grad_clip": float(self.grad_clip) if self.grad_clip else 0.0}
+
+    def state_dict(self, rng_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint: tensors and plain containers only (it loads with ``weights_only=True``).
+        ``rng_states``: every rank's :func:`rng_state`, in rank order (default: this process's)."""
         return {
-            "version": 1, "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "version": CHECKPOINT_VERSION, "step": self.step, "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch, "max_steps": self.max_steps,
             "model": self.task.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
-            "rng": rng_state(), "signature": self._resume_signature(), "model_class": type(self.task).__name__,
+            "rng": rng_states if rng_states is not None else [rng_state()],
+            "signature": self._resume_signature(), "settings": self._optimizer_settings(),
+            "model_class": type(self.task).__name__,
         }
 
     def save_checkpoint(self) -> Path | None:
-        """Write the checkpoint atomically (rank 0 only; the others wait)."""
+        """Write the checkpoint atomically: every rank's RNG state is gathered, rank 0 writes, the
+        others wait (a collective: call it on every rank)."""
         path = self.checkpoint_path
-        if path is not None and self.dist.is_main:
-            atomic_save(self.state_dict(), path)
+        if path is not None:
+            rngs = all_gather(rng_state())
+            if self.dist.is_main:
+                atomic_save(self.state_dict(rngs), path)
         barrier()
         return path
 
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
+        if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint {path} is not a latentar Trainer checkpoint of version {CHECKPOINT_VERSION} "
+                             f"(got version {ckpt.get('version') if isinstance(ckpt, dict) else type(ckpt).__name__}); "
+                             f"use another out_dir or resume=False")
         if ckpt.get("model_class") != type(self.task).__name__:
             raise ValueError(f"checkpoint {path} was written for a {ckpt.get('model_class')}, not a "
                              f"{type(self.task).__name__}; use another out_dir or resume=False")
         if ckpt["signature"] != self._resume_signature():
             raise ValueError(f"checkpoint {path} was written with {ckpt['signature']}, but this run uses "
                              f"{self._resume_signature()}; exact resumption needs the same values")
+        now = self._optimizer_settings()
+        differ = [f"{k}: checkpoint {ckpt['settings'].get(k)!r}, this run {v!r}" for k, v in now.items()
+                  if ckpt["settings"].get(k) != v]
+        if differ:
+            raise ValueError(f"checkpoint {path} was written with other optimizer settings ({'; '.join(differ)}); "
+                             f"resume with the checkpoint's values, or use another out_dir / resume=False")
+        if ckpt["step"] > self.max_steps:
+            raise ValueError(f"checkpoint {path} has already done {ckpt['step']} steps, more than "
+                             f"max_steps={self.max_steps}; pass max_steps >= {ckpt['step']} or use another out_dir")
+        if ckpt["max_steps"] != self.max_steps and ckpt["step"] < self.max_steps and self.dist.is_main:
+            warnings.warn(f"resuming {path} (written for max_steps={ckpt['max_steps']}) with "
+                          f"max_steps={self.max_steps}: the cosine lr schedule changes from step {ckpt['step']} on, "
+                          f"so the result matches a straight run of neither length", stacklevel=3)
         load_state_checked(self.task, ckpt["model"], source=f"checkpoint {path}")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -230,8 +269,26 @@ class Trainer:
             if ckpt["ema"] is None:
                 raise ValueError(f"checkpoint {path} has no EMA state but ema_decay={self.ema_decay}")
             self.ema.load_state_dict(ckpt["ema"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"][self.dist.rank])  # each rank its own stream (world size checked above)
         self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+
+    def _truncate_metrics(self) -> None:
+        """Keep the ``metrics.jsonl`` records of steps <= ``self.step`` (rank 0, atomically): the steps
+        a killed run logged after its last checkpoint are redone, and must appear once."""
+        path = self.out_dir / METRICS_NAME
+        if not path.is_file():
+            return
+        text = path.read_text()
+        kept = []
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill mid-write
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), (int, float)) and record["step"] <= self.step:
+                kept.append(line + "\n")
+        if "".join(kept) != text:
+            atomic_write_text("".join(kept), path)
 
     # -- data -------------------------------------------------------------------------------------
     def _batches(self, dataset: Dataset, sampler: ResumableSampler):
@@ -250,6 +307,14 @@ class Trainer:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     # -- signals ----------------------------------------------------------------------------------
+    def _stop_requested(self) -> bool:
+        """Whether SIGINT / SIGTERM arrived (on any rank, so all ranks stop at the same step)."""
+        return any_rank(self._stop_signal is not None, self.device)
+
+    def _interrupt(self) -> None:
+        path = self.save_checkpoint()
+        raise TrainingInterrupted(self.step, path)
+
     @contextlib.contextmanager
     def _signals(self):
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
@@ -273,8 +338,13 @@ class Trainer:
         self._build_optimizer(self.task)
         self.step, self.epoch, self.batch_in_epoch, self._stop_signal = 0, 0, 0, None
         torch.manual_seed(self.seed + self.dist.rank)
+        if self.out_dir is not None and self.dist.is_main:  # left by a kill during a write
+            remove_orphans(self.checkpoint_path)
+            remove_orphans(self.out_dir / METRICS_NAME)
         if self.resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             self._load(self.checkpoint_path)
+        if self.out_dir is not None and self.dist.is_main:
+            self._truncate_metrics()
         if self.step >= self.max_steps:
             return self._result()
 
@@ -296,7 +366,11 @@ class Trainer:
             with self._signals():
                 while self.step < self.max_steps:
                     if hasattr(self.task, "on_train_step_start"):
+                        # A hook must be idempotent per step: a stop right after it saves step
+                        # `self.step`, and the resumed run calls it again at that step.
                         self.task.on_train_step_start(self)
+                        if self._stop_requested():  # e.g. during BASH's pool regeneration
+                            self._interrupt()
                     loss_value, metrics = self._optimizer_step(run, step_module, batches)
                     self.step += 1
                     samples += self.batch_size * self.grad_accum * self.dist.world_size
@@ -314,9 +388,8 @@ class Trainer:
                         logger.log(record)
                         bar.set_postfix(loss=f"{record['loss']:.4g}", sps=f"{record['samples_per_s']:.0f}")
                         window, t0, samples = {}, time.perf_counter(), 0
-                    if self._stop_signal is not None:
-                        path = self.save_checkpoint()
-                        raise TrainingInterrupted(self.step, path)
+                    if self._stop_requested():
+                        self._interrupt()
                     if self.ckpt_every and self.step % self.ckpt_every == 0:
                         self.save_checkpoint()
             if self.out_dir is not None:
@@ -379,8 +452,33 @@ class Trainer:
         return {"step": self.step, "loss": last.get("loss"), "metrics": last, "history": self.history}
 
 
+def _check_optimizer_args(lr, betas, weight_decay, warmup_steps, min_lr_ratio, grad_clip, ema_decay) -> None:
+    """Refuse optimizer settings that silently train badly (a negative grad_clip flips the update)."""
+    def number(v) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    if not (number(lr) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    try:
+        betas = tuple(betas)  # a tuple, list or Hydra ListConfig
+    except TypeError:
+        pass
+    if not isinstance(betas, tuple) or len(betas) != 2 or not all(number(b) and 0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    if not (number(weight_decay) and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if not (number(warmup_steps) and warmup_steps >= 0 and warmup_steps == int(warmup_steps)):
+        raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+    if not (number(min_lr_ratio) and 0.0 <= min_lr_ratio <= 1.0):
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
+    if grad_clip is not None and not (number(grad_clip) and grad_clip >= 0):
+        raise ValueError(f"grad_clip must be a number >= 0 (0 or None: no clipping), got {grad_clip!r}")
+    if ema_decay is not None and not (number(ema_decay) and 0.0 < ema_decay < 1.0):
+        raise ValueError(f"ema_decay must be in (0, 1) (None: no EMA), got {ema_decay!r}")
+
+
 class _MetricsLogger:
-    """JSONL lines in ``out_dir/metrics.jsonl`` (appended across resumes), plus TensorBoard if asked."""
+    """JSONL lines in ``out_dir/metrics.jsonl`` (appended across resumes, after the file was cut back to
+    the checkpoint's step), plus TensorBoard if asked."""
 
     def __init__(self, out_dir: Path | None, is_main: bool, tensorboard: bool):
         self.file = None
