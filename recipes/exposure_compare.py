@@ -1,7 +1,7 @@
 """Exposure strategies side by side: one LatentAR backbone, one dataset, one budget.
 
     python recipes/exposure_compare.py                                        # toy Gauss-Markov latents
-    python recipes/exposure_compare.py latents.tokenizer=runs/demo/tokenizers/c_sigma=0.5/model
+    python recipes/exposure_compare.py latents.tokenizer=runs/tok/model
     python recipes/exposure_compare.py seeds=[0,1,2] trainer.max_steps=3000 '~strategy@strategies.bash'
     python recipes/exposure_compare.py trainer=smoke out_dir=/tmp/ec meter.num_samples=64   # wiring check
 
@@ -97,14 +97,18 @@ def main(cfg: DictConfig) -> None:
         return {"targets_valid": strategy.targets_valid, "train_loss": fit["loss"], "train_seconds": seconds,
                 "test_nll": held_out_nll(model, test_z, test_y, trainer.device), **curve.summary()}
 
-    rows = SweepRunner(out).run(cells, run_cell, desc="strategies")
+    # Cells are keyed by every setting that changes them (the resolved config, less the seed list and
+    # the output folder), so a rerun with other settings never returns these cells' results.
+    settings = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ("seeds", "out_dir")}
+    runner = SweepRunner(out, settings=settings)
+    rows = runner.run(cells, run_cell, desc="strategies")
     metrics = ["test_nll", "fd_own_mean", "fd_gt_mean", "fd_own_last", "nn_own_mean", "nn_data_mean", "train_seconds"]
     agg = aggregate(rows, by=["strategy", "targets_valid"], metrics=[m for m in metrics if m in rows[0]])
     (out / "results.md").write_text(f"# Exposure strategies ({N} training sequences of {T} x {D} latents, "
                                     f"{cfg.trainer.max_steps} steps)\n\n" + markdown_table(agg))
     series = {}
     for name in names:
-        curves = [json.loads((SweepRunner(out).cell_dir({"strategy": name, "seed": int(s)}) / "curve.json").read_text())
+        curves = [json.loads((runner.cell_dir({"strategy": name, "seed": int(s)}) / "curve.json").read_text())
                   for s in cfg.seeds]
         for key, label in (("fd_own", "own"), ("fd_gt", "gt")):
             v = np.array([[np.nan if e is None else e for e in c[key]] for c in curves], dtype=float)

@@ -51,13 +51,21 @@ def test_help_documents_every_option(capsys):
         assert preset in text
 
 
-def test_bad_options_name_the_problem(capsys, tmp_path):
-    with pytest.raises(SystemExit):
-        discrete.main(["--strategies", "sft,dagger", "--out", str(tmp_path)])
-    assert "dagger" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        discrete.main(["--len", "8,x", "--out", str(tmp_path)])
-    assert "--len" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, message", [
+    (["--strategies", "sft,dagger"], "dagger"),
+    (["--len", "8,x"], "--len"),
+    (["--len", "0"], "--len must be an integer >= 1, got 0"),
+    (["--seeds", "0"], "--seeds must be an integer >= 1"),
+    (["--steps", "0"], "--steps must be an integer >= 1"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--beta", "1.5"], "--beta must lie in [0, 1]"),
+    (["--d-model", "30", "--num-heads", "4"], "not divisible"),
+])
+def test_bad_options_name_the_problem(capsys, tmp_path, argv, message):
+    assert cli.main(["compare", "discrete", "--out", str(tmp_path / "x"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latentar compare discrete: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_smoke_preset_end_to_end_and_resume(tmp_path, capsys):
@@ -81,7 +89,7 @@ def test_smoke_preset_end_to_end_and_resume(tmp_path, capsys):
     assert "± " in md and "| rac |" in md
     for png in ["exact_match_vs_length.png"] + [f"error_vs_position_len{n}.png" for n in lengths]:
         assert (out / png).stat().st_size > 1000
-    curve = json.loads(next((out / "cells").glob("strategy=bash*/curve.json")).read_text())
+    curve = json.loads(next((out / "cells").glob(f"strategy=bash_len={lengths[0]}_seed=0-*/curve.json")).read_text())
     assert len(curve["err_own"]) == lengths[0] + 1  # answer positions + EOS
 
     # a rerun finds every cell finished: no training, same table

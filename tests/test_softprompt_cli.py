@@ -44,10 +44,12 @@ def test_bench_writes_table_and_plots_and_resumes(tmp_path, capsys):
     first = (out / "results.csv").read_text()
     assert cli(args) == 0  # every cell is done: nothing reruns, same table
     assert cell.stat().st_mtime_ns == stamp and (out / "results.csv").read_text() == first
-    capsys.readouterr()
-    assert cli(args[:-5] + ["--n-virtual", "5", "--out", str(out), "--quiet", "--device", "cpu"]) == 2
-    assert "other settings" in capsys.readouterr().err
-    assert json.loads((out / "bench.json").read_text())["n_virtual"] == 4
+    # other settings: new fits beside the old ones, and the table holds only them
+    assert cli(args[:-5] + ["--targets", "1", "--n-virtual", "5", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2 * 1 * 2
+    assert len(list((out / "cells").iterdir())) == 8 + 4
+    assert json.loads((out / "bench.json").read_text())["n_virtual"] == 5
 
 
 def test_missing_models_say_how_to_install(monkeypatch, capsys, tmp_path):
@@ -70,5 +72,9 @@ def test_bad_options_are_named(capsys):
     assert cli(["softprompt", "fit", "--model", "charlm", "--charlm-preset", "test", "--text", "abc",
                 "--objective", "ce+xe", "--quiet", "--device", "cpu"]) == 2
     assert "unknown objective 'xe'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli(["softprompt", "bench", "--out", "x", "--preset", "huge"])
+    assert cli(["softprompt", "bench", "--out", "x", "--preset", "huge"]) == 2
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+    assert cli(["softprompt", "bench", "--out", "x", "--lengths", "8,,16"]) == 2
+    assert "--lengths: empty item" in capsys.readouterr().err
+    assert cli(["softprompt", "fit", "--text", "abc", "--max-steps", "0"]) == 2
+    assert "--max-steps must be an integer >= 1, got 0" in capsys.readouterr().err

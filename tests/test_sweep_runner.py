@@ -1,9 +1,10 @@
 import csv
+import json
 import statistics
 
 import pytest
 
-from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table, parse_list
+from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table, parse_list, settings_key
 
 
 def test_finished_cells_are_not_rerun_and_csv_is_identical(tmp_path):
@@ -30,6 +31,33 @@ def test_finished_cells_are_not_rerun_and_csv_is_identical(tmp_path):
         assert list(csv.DictReader(f))[3] == {"a": "2", "seed": "1", "score": "21.0", "seconds": "0.0"}
 
 
+def test_settings_key_the_cells(tmp_path):
+    """Same settings: the finished cells are reused; other settings: new cells beside them, and the
+    rows (and results.csv) hold only the current settings' cells."""
+    calls = []
+
+    def fn(cell, d):
+        calls.append(cell["a"])
+        return {"score": cell["a"] * 10.0, "seconds": 0.0}
+
+    cells = [{"a": 1}, {"a": 2}]
+    SweepRunner(tmp_path, progress=False, settings={"steps": 10}).run(cells, fn)
+    SweepRunner(tmp_path, progress=False, settings={"steps": 10}).run(cells, fn)
+    assert calls == [1, 2]
+    rows = SweepRunner(tmp_path, progress=False, settings={"steps": 20}).run(cells[:1], fn)
+    assert calls == [1, 2, 1] and [r["a"] for r in rows] == [1]
+    with open(tmp_path / "results.csv") as f:
+        assert [r["a"] for r in csv.DictReader(f)] == ["1"]
+    a10 = SweepRunner(tmp_path, settings={"steps": 10}).cell_dir(cells[0])
+    a20 = SweepRunner(tmp_path, settings={"steps": 20}).cell_dir(cells[0])
+    assert a10 != a20 and a10.name.startswith("a=1-") and len(list((tmp_path / "cells").iterdir())) == 3
+    assert json.loads((a20 / "settings.json").read_text()) == {"cell": {"a": 1}, "settings": {"steps": 20}}
+    # the key is the settings' values, not their order, and 1 and 1.0 are different settings
+    assert SweepRunner(tmp_path, settings={"x": 1, "y": 2}).cell_dir(cells[0]) == \
+        SweepRunner(tmp_path, settings={"y": 2, "x": 1}).cell_dir(cells[0])
+    assert settings_key({"x": 1}) != settings_key({"x": 1.0}) != settings_key({"x": 2})
+
+
 def test_aggregate_matches_statistics():
     rows = [{"g": "x", "seed": s, "m": v} for s, v in enumerate([1.0, 2.0, 4.0])] + [{"g": "y", "seed": 0, "m": 3.0}]
     agg = {r["g"]: r for r in aggregate(rows, by=["g"], metrics=["m"])}
@@ -44,3 +72,5 @@ def test_parse_list_errors_name_the_option():
     assert parse_list("0,0.1, 0.5", float, "--c-sigma") == [0.0, 0.1, 0.5]
     with pytest.raises(ValueError, match="--c-sigma"):
         parse_list("0,abc", float, "--c-sigma")
+    with pytest.raises(ValueError, match="--c-sigma: empty item"):
+        parse_list("0,,1", float, "--c-sigma")

@@ -20,7 +20,6 @@ and the mutual information KL(P || P1 P2) (where TF lands) are printed too.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Any
@@ -140,19 +139,28 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None, command: str = "demo huszar") -> int:
-    parser = argparse.ArgumentParser(prog=f"latentar {command}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=400, help="optimizer steps per strategy")
-    parser.add_argument("--symbols", type=int, default=4, help="K, the number of symbols")
-    parser.add_argument("--p-equal", type=float, default=0.9, help="P(x2 = x1)")
-    parser.add_argument("--sigma", type=float, default=0.5, help="ContextNoise sigma (embedding-std units)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--seed", type=int, default=0)
+    from latentar.cliargs import ArgumentParser, UsageError, check_device, finite, positive_int
+
+    parser = ArgumentParser(prog=f"latentar {command}", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=400, help="optimizer steps per strategy (>= 1)")
+    parser.add_argument("--symbols", type=int, default=4, help="K, the number of symbols (>= 2)")
+    parser.add_argument("--p-equal", type=float, default=0.9, help="P(x2 = x1), in [0, 1]")
+    parser.add_argument("--sigma", type=float, default=0.5, help="ContextNoise sigma (embedding-std units, >= 0)")
+    parser.add_argument("--batch-size", type=int, default=256, help="sequences per step (>= 1)")
+    parser.add_argument("--lr", type=float, default=1e-2, help="learning rate (> 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and of every strategy's initial model")
     parser.add_argument("--device", default="cpu", help="cpu (default: the toy is faster there) or auto")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
     args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"--steps must be >= 1, got {args.steps}")
+    positive_int(args.steps, "--steps")
+    positive_int(args.symbols, "--symbols", minimum=2)
+    if not 0.0 <= finite(args.p_equal, "--p-equal") <= 1.0:
+        raise UsageError(f"--p-equal must lie in [0, 1], got {args.p_equal!r}")
+    finite(args.sigma, "--sigma", minimum=0.0)
+    positive_int(args.batch_size, "--batch-size")
+    finite(args.lr, "--lr", minimum=0.0, strict=True)
+    positive_int(args.seed, "--seed", minimum=0)
+    check_device(args.device)
     result = run_huszar(steps=args.steps, num_symbols=args.symbols, p_equal=args.p_equal, sigma=args.sigma,
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
     if args.json:

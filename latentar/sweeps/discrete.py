@@ -23,8 +23,14 @@ reference (see ``latentar.exposure.rac``).
 Outputs in ``--out``: ``results.csv`` (one row per cell), ``results.md`` (mean ± std over seeds,
 and exact match as a strategy x length table), ``exact_match_vs_length.png``,
 ``error_vs_position_len<L>.png``, and per cell ``cells/<id>/`` (Trainer checkpoint, metrics,
-``curve.json``, the trained model). Rerunning skips finished cells and resumes an interrupted one
-from its checkpoint (``latentar.sweeps.runner.SweepRunner``).
+``curve.json``, the trained model, ``settings.json``).
+
+Reruns: a cell's folder ``cells/<id>-<hash>`` is keyed by a hash of every setting that changes its
+result (:func:`cell_settings`: the task, steps, batch, learning rate, data sizes, model and
+strategy hyper-parameters; not the lists of lengths / strategies / seeds, the device or the
+checkpoint interval). Rerunning with the same settings skips finished cells and resumes an
+interrupted one from its checkpoint; with other settings it trains new cells beside the old ones,
+and results.csv, results.md and the plots show only the current settings' cells.
 """
 from __future__ import annotations
 
@@ -41,6 +47,8 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from latentar.cliargs import (ArgumentParser, UsageError, check_device, finite, out_dir, positive_int,
+                              unique)
 from latentar.data.seq_tasks import EOS, PAD, TASKS, SeqTask
 from latentar.exposure import BASH, ExposureTask, ScheduledSampling, TeacherForcing, exposure_curve
 from latentar.exposure.base import Strategy
@@ -102,21 +110,42 @@ class CompareConfig:
         return cls(preset=preset, **{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
 
     def validate(self) -> None:
+        """Raise a UsageError naming the first setting that cannot run (nothing has started yet)."""
         if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+            raise UsageError(f"--task: unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
         bad = [s for s in self.strategies if s not in STRATEGIES]
         if bad:
-            raise ValueError(f"unknown strategies {bad}; expected names from {sorted(STRATEGIES)}")
-        if any(int(n) < 1 for n in self.lengths):
-            raise ValueError(f"answer lengths must be >= 1, got {self.lengths}")
-        if self.seeds < 1 or self.steps < 1 or self.batch_size < 1 or self.num_test < 2 or self.num_train < 1:
-            raise ValueError("seeds, steps, batch_size, num_train must be >= 1 and num_test >= 2")
+            raise UsageError(f"--strategies: unknown strategies {bad}; expected names from {', '.join(STRATEGIES)}")
+        unique(self.strategies, "--strategies")
+        unique([positive_int(n, "--len") for n in self.lengths], "--len")
+        for name, minimum in (("seeds", 1), ("steps", 1), ("batch_size", 1), ("num_train", 1), ("num_test", 2),
+                              ("d_model", 1), ("depth", 1), ("num_heads", 1), ("pool_size", 1), ("ckpt_every", 0)):
+            positive_int(getattr(self, name), _option(name), minimum=minimum)
+        if self.d_model % self.num_heads:
+            raise UsageError(f"--d-model {self.d_model} is not divisible by --num-heads {self.num_heads}")
+        finite(self.lr, "--lr", minimum=0.0, strict=True)
         for name in ("warmup_frac", "regen_frac", "beta", "ss_max", "rac_fraction"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {v}")
+            v = finite(getattr(self, name), _option(name), minimum=0.0)
+            if v > 1.0:
+                raise UsageError(f"{_option(name)} must lie in [0, 1], got {v}")
         if self.regen_frac == 0.0:
-            raise ValueError("regen_frac must be > 0 (the pool is rebuilt every regen_frac * steps steps)")
+            raise UsageError("--regen-frac must be > 0 (the pool is rebuilt every regen_frac * steps steps)")
+        check_device(self.device)
+        out_dir(self.out)
+
+
+def _option(field_name: str) -> str:
+    """The command-line spelling of a CompareConfig field (``num_test`` -> ``--num-test``)."""
+    return "--len" if field_name == "lengths" else "--" + field_name.replace("_", "-")
+
+
+# Fields that only select which cells exist or how they run; every other field keys the cells.
+NOT_SETTINGS = ("lengths", "strategies", "seeds", "preset", "out", "device", "progress", "ckpt_every")
+
+
+def cell_settings(cfg: CompareConfig) -> dict[str, Any]:
+    """What changes a cell's result besides its (strategy, len, seed): the rest of the config."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_SETTINGS}
 
 
 def ss_ramp(progress: float, p_max: float) -> float:
@@ -257,7 +286,7 @@ def run(cfg: CompareConfig) -> list[dict[str, Any]]:
     """Run (or resume) every cell, then write results.csv, results.md and the plots in ``cfg.out``."""
     cfg.validate()
     out = Path(cfg.out)
-    runner = SweepRunner(out, progress=cfg.progress)
+    runner = SweepRunner(out, progress=cfg.progress, settings=cell_settings(cfg))
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     rows = runner.run(cells_of(cfg), partial(run_cell, cfg=cfg), desc=f"compare discrete ({cfg.task})")
     write_report(rows, cfg, out)
@@ -295,7 +324,7 @@ def write_report(rows: list[dict[str, Any]], cfg: CompareConfig, out: Path) -> N
     save_lines(out / "exact_match_vs_length.png", cfg.lengths, series, xlabel="answer length",
                ylabel="greedy exact match", title=f"{cfg.task}: exact match vs answer length", logx=True)
 
-    runner = SweepRunner(out, progress=False)
+    runner = SweepRunner(out, progress=False, settings=cell_settings(cfg))
     for n in cfg.lengths:
         curves: dict[str, tuple] = {}
         for s in cfg.strategies:
@@ -318,11 +347,12 @@ def write_report(rows: list[dict[str, Any]], cfg: CompareConfig, out: Path) -> N
 # Command line
 # --------------------------------------------------------------------------------------------------
 def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="SFT vs scheduled sampling vs BASH vs RAC on synthetic byte seq2seq tasks: greedy exact "
                     "match and per-position error of a CharLM trained from scratch, per strategy, answer length "
-                    "and seed. Resumable: rerun the same command to finish an interrupted comparison.",
+                    "and seed. Resumable: rerun the same command to finish an interrupted comparison; a rerun "
+                    "with other settings trains new cells beside the old ones.",
         epilog="presets (values used unless an option overrides them):\n" + "\n".join(
             f"  {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items()))
     p.add_argument("--task", default="reverse", choices=TASKS, help="seq2seq task (default: reverse)")
@@ -333,7 +363,10 @@ def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentPa
     p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..n-1 per cell (default: the preset's)")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
                    help="budget: smoke (<= 2 min on CPU), quick (the note's table), full (default: quick)")
-    p.add_argument("--out", default="runs/discrete", help="output folder (default: runs/discrete)")
+    p.add_argument("--out", default="runs/discrete",
+                   help="output folder (default: runs/discrete). A rerun with the same settings resumes it; one with "
+                        "other settings (--steps, --lr, ...) trains new cells beside the old ones, and results.* "
+                        "show only the current settings' cells")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per cell (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
@@ -372,13 +405,8 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
 
 
 def main(argv: list[str] | None = None, command: str = "compare discrete") -> int:
-    parser = build_parser(f"latentar {command}")
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        cfg.validate()
-    except ValueError as e:
-        parser.error(str(e))
+    cfg = config_from_args(build_parser(f"latentar {command}").parse_args(argv))
+    cfg.validate()   # every option checked before anything trains
     rows = run(cfg)
     print((Path(cfg.out) / "results.md").read_text())
     print(f"{len(rows)} cells; results in {cfg.out}/results.csv, results.md, *.png")

@@ -4,8 +4,9 @@
 
 For every (gamma, seed) a diffusers UNet2DModel is trained with ``IPDiffusionTrainer`` (Ning et
 al. 2023: x_t = sqrt(abar) x0 + sqrt(1 - abar)(eps + gamma xi), target eps) through the shared
-Trainer, in ``DIR/models/gamma=G,seed=S/`` (checkpoints there, so an interrupted training resumes
-exactly; the EMA UNet and its scheduler are saved beside them with diffusers' ``save_pretrained``).
+Trainer, in ``DIR/models/gamma=G_seed=S-<hash>/`` (checkpoints there, so an interrupted training
+resumes exactly; the EMA UNet and its scheduler are saved beside them with diffusers'
+``save_pretrained``).
 It is then sampled at every step count from the same seeded x_T (seed 1000 + seed: models that
 share a seed start from the same noise) and scored by digits FD against the test split (latents
 are decoded with the tokenizer first).
@@ -13,17 +14,23 @@ are decoded with the tokenizer first).
 The grid handed to ``SweepRunner`` has one cell per (gamma, seed, sampler, eps_scale, steps), so
 ``DIR/results.csv`` has one row per (gamma, seed, steps) in grid order; a cell's model is trained
 by its first cell and reused by the others, and adding a step count or an ``--eps-scale`` to a
-finished run only samples. Reruns skip finished cells. ``DIR/results.md`` holds FD mean ± std over
-seeds (rows gamma, columns steps) with the noise and real-data reference FDs, and
-``DIR/fd_vs_steps.png`` one line per gamma (log x axis). ``DIR/sweep.json`` records the settings a
-model depends on; rerunning into the same DIR with different ones is refused.
+finished run only samples. ``DIR/results.md`` holds FD mean ± std over seeds (rows gamma, columns
+steps) with the noise and real-data reference FDs, and ``DIR/fd_vs_steps.png`` one line per gamma
+(log x axis).
+
+Reruns: a model folder is keyed by a hash of everything its training depends on (preset budget,
+``--train-steps``, the schedule, the space and the tokenizer's files), a cell by that plus the
+number of samples scored (``latentar.sweeps.runner``); each records them in ``settings.json`` and
+``DIR/sweep.json`` holds the latest run's. A rerun into the same DIR with the same settings skips
+finished cells; with other settings it trains and scores new ones beside the old, and results.csv,
+results.md and the plot show only the current settings' cells.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -33,12 +40,14 @@ from typing import Any
 
 import torch
 
+from latentar.cliargs import (ArgumentParser, UsageError, check_device, existing_dir, finite, out_dir, positive_int,
+                              unique)
 from latentar.diffusion.digits_space import SPACES, DigitsSpace, digits_space
 from latentar.diffusion.evaluate import fd_at_steps, reference_fds
 from latentar.diffusion.input_perturbation import IPDiffusionTrainer, check_gamma
 from latentar.diffusion.sampling import SAMPLERS
 from latentar.diffusion.unet import build_unet, ddpm_scheduler
-from latentar.sweeps.runner import SweepRunner, aggregate, cell_id, parse_list
+from latentar.sweeps.runner import SweepRunner, aggregate, cell_id, parse_list, settings_key
 
 SAMPLE_SEED_OFFSET = 1000   # sampling noise seed = SAMPLE_SEED_OFFSET + training seed
 SETTINGS_NAME = "sweep.json"
@@ -76,11 +85,12 @@ PRESETS: dict[str, Preset] = {
 def build_parser(command: str = "sweep ip") -> argparse.ArgumentParser:
     presets = "; ".join(f"{k}: {p.unet} UNet, {p.train_steps} training steps, {p.num_samples} samples, "
                         f"gamma {p.gammas}, steps {p.steps}, {p.seeds} seed(s)" for k, p in PRESETS.items())
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=f"latentar {command}",
         description="Train diffusers UNets on digits with input perturbation gamma (Ning et al. 2023, DDPM-IP) "
                     "and measure digits FD against the number of sampling steps, one line per gamma. "
-                    "Writes results.csv, results.md and fd_vs_steps.png to --out; rerunning resumes.",
+                    "Writes results.csv, results.md and fd_vs_steps.png to --out; rerunning with the same "
+                    "settings resumes, with other settings adds new cells beside the old ones.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--gamma", default=None,
                    help="comma-separated input-perturbation strengths >= 0 (0 = plain DDPM); default: the preset's")
@@ -97,7 +107,10 @@ def build_parser(command: str = "sweep ip") -> argparse.ArgumentParser:
                    help="pixel: 8x8 images; latent: the latents of --tokenizer, decoded before scoring")
     p.add_argument("--tokenizer", default=None,
                    help="directory of a tokenizer saved with SigmaVAE.save_pretrained (needed for --space latent)")
-    p.add_argument("--out", default=None, help="output directory; default runs/ip-<preset>-<space>")
+    p.add_argument("--out", default=None,
+                   help="output directory; default runs/ip-<preset>-<space>. A rerun with the same settings resumes "
+                        "it; one with other settings (--train-steps, --samples, ...) trains and scores new cells "
+                        "beside the old ones, and results.* show only the current settings' cells")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--train-steps", type=int, default=None, help="override the preset's optimizer steps per model")
     p.add_argument("--samples", type=int, default=None, help="override the preset's number of samples scored per cell")
@@ -113,6 +126,7 @@ def _settings(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
     return {
         "preset": args.preset, "space": args.space,
         "tokenizer": str(Path(args.tokenizer).resolve()) if args.tokenizer else None,
+        "tokenizer_files": _folder_digest(Path(args.tokenizer)) if args.tokenizer else None,
         "unet": preset.unet, "train_steps": args.train_steps or preset.train_steps,
         "batch_size": preset.batch_size, "lr": preset.lr, "warmup_steps": preset.warmup_steps,
         "ema_decay": preset.ema_decay, "num_samples": args.samples or preset.num_samples,
@@ -121,16 +135,18 @@ def _settings(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
     }
 
 
-def check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse to continue a run in ``out`` that was made with other training / scoring settings."""
-    path = out / SETTINGS_NAME
-    if path.is_file():
-        old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-        if diff:
-            changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"{out} holds a sweep run with other settings ({changes}); its models and scores "
-                             "would be mixed with the new ones: pass a new --out, or the same settings to resume")
+def model_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a trained model depends on: all but the number of samples scored."""
+    return {k: v for k, v in settings.items() if k != "num_samples"}
+
+
+def _folder_digest(folder: Path) -> str:
+    """A hash of the files in ``folder`` (names and bytes): a tokenizer retrained in place keys new cells."""
+    h = hashlib.sha256()
+    for f in sorted(q for q in folder.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(folder)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _write_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -144,10 +160,14 @@ class _Models:
     """Trains (or resumes, or reloads) the model of one (gamma, seed); keeps the last one in memory."""
 
     def __init__(self, out: Path, settings: dict[str, Any], space: DigitsSpace, device: str, progress: bool):
-        self.out, self.settings, self.space = out, settings, space
+        self.out, self.settings, self.space = out, model_settings(settings), space
         self.device, self.progress = device, progress
         self.key: tuple | None = None
         self.value: dict[str, Any] | None = None
+
+    def model_dir(self, gamma: float, seed: int) -> Path:
+        key = {"gamma": gamma, "seed": seed}
+        return self.out / "models" / f"{cell_id(key)}-{settings_key(key, self.settings)}"
 
     def get(self, gamma: float, seed: int) -> dict[str, Any]:
         if self.key == (gamma, seed):
@@ -155,7 +175,7 @@ class _Models:
         from latentar.train import Trainer
 
         s = self.settings
-        model_dir = self.out / "models" / cell_id({"gamma": gamma, "seed": seed})
+        model_dir = self.model_dir(gamma, seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)     # the same initial weights for every gamma at a given seed
             unet = build_unet(s["unet"], in_channels=self.space.sample_shape[0], sample_size=self.space.sample_shape[1])
@@ -179,6 +199,7 @@ class _Models:
         with trainer.ema_model() as ema_task:
             unet_ema = copy.deepcopy(ema_task.model).eval().requires_grad_(False)
         if not info_path.is_file():
+            (model_dir / "settings.json").write_text(json.dumps({"gamma": gamma, "seed": seed, **s}, indent=2))
             unet_ema.save_pretrained(model_dir / "unet_ema")
             task.scheduler.save_pretrained(model_dir / "scheduler")
             info_path.write_text(json.dumps(info, indent=2))
@@ -187,37 +208,34 @@ class _Models:
 
 
 def output_dir(args: argparse.Namespace) -> Path:
-    return Path(args.out or f"runs/ip-{args.preset}-{args.space}")
+    return out_dir(args.out or f"runs/ip-{args.preset}-{args.space}")
 
 
 def parse_grid(args: argparse.Namespace) -> dict[str, Any]:
-    """Check the options; return gammas, steps, eps_scales and seeds, or raise a ValueError naming the option."""
+    """Check every option; return gammas, steps, eps_scales and seeds, or raise a UsageError naming the option."""
     preset = PRESETS[args.preset]
-    gammas = [check_gamma(g, "--gamma") for g in parse_list(args.gamma or preset.gammas, float, "--gamma")]
-    steps = parse_list(args.steps or preset.steps, int, "--steps")
-    T = args.num_train_timesteps
-    if T < 2:
-        raise ValueError(f"--num-train-timesteps must be >= 2, got {T}")
+    gammas = unique([check_gamma(g, "--gamma") for g in parse_list(preset.gammas if args.gamma is None else args.gamma,
+                                                                    float, "--gamma")], "--gamma")
+    T = positive_int(args.num_train_timesteps, "--num-train-timesteps", minimum=2)
+    steps = unique(parse_list(preset.steps if args.steps is None else args.steps, int, "--steps"), "--steps")
     bad = [s for s in steps if not 1 <= s <= T]
     if bad:
-        raise ValueError(f"--steps {bad} outside [1, {T}]: a sampler cannot take more steps than the "
+        raise UsageError(f"--steps {bad} outside [1, {T}]: a sampler cannot take more steps than the "
                          f"num_train_timesteps={T} the model is trained with; lower them or raise --num-train-timesteps")
-    eps_scales = parse_list(args.eps_scale, float, "--eps-scale")
-    if any(not (e > 0 and math.isfinite(e)) for e in eps_scales):
-        raise ValueError(f"--eps-scale values must be finite and > 0 (1 = off), got {eps_scales}")
-    seeds = preset.seeds if args.seeds is None else args.seeds
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    eps_scales = unique([finite(e, "--eps-scale", minimum=0.0, strict=True)
+                         for e in parse_list(args.eps_scale, float, "--eps-scale")], "--eps-scale")
+    seeds = preset.seeds if args.seeds is None else positive_int(args.seeds, "--seeds")
     for name, v in (("--train-steps", args.train_steps), ("--samples", args.samples)):
-        if v is not None and v < 2:
-            raise ValueError(f"{name} must be >= 2, got {v}")
+        if v is not None:
+            positive_int(v, name, minimum=2)
     if args.space == "latent" and not args.tokenizer:
-        raise ValueError("--space latent needs --tokenizer DIR (a SigmaVAE saved with save_pretrained)")
+        raise UsageError("--space latent needs --tokenizer DIR (a SigmaVAE saved with save_pretrained)")
     if args.space == "pixel" and args.tokenizer:
-        raise ValueError("--tokenizer is only used with --space latent")
-    for name, values in (("--gamma", gammas), ("--steps", steps), ("--eps-scale", eps_scales)):
-        if len(set(values)) != len(values):
-            raise ValueError(f"{name} lists a value twice: {values}")
+        raise UsageError("--tokenizer is only used with --space latent")
+    if args.tokenizer:
+        existing_dir(args.tokenizer, "--tokenizer", must_contain="config.json")
+    check_device(args.device)
+    output_dir(args)
     return {"gammas": gammas, "steps": steps, "eps_scales": eps_scales, "seeds": seeds}
 
 
@@ -231,7 +249,6 @@ def run_sweep(args: argparse.Namespace, command: str = "sweep ip") -> list[dict[
     gammas, steps, eps_scales, seeds = grid["gammas"], grid["steps"], grid["eps_scales"], grid["seeds"]
     out = output_dir(args)
     settings = _settings(args, preset)
-    check_settings(out, settings)
     _write_settings(out, settings)
     device = select_device(args.device)
     space = digits_space(args.space, args.tokenizer, device=device)
@@ -253,7 +270,7 @@ def run_sweep(args: argparse.Namespace, command: str = "sweep ip") -> list[dict[
         return {"fd": r["fd"], "sample_seconds": r["sample_seconds"], "seconds": time.perf_counter() - t0,
                 "train_loss": m["train_loss"], "train_seconds": m["train_seconds"]}
 
-    rows = SweepRunner(out, progress=progress).run(cells, run_cell, desc="ip cells")
+    rows = SweepRunner(out, progress=progress, settings=settings).run(cells, run_cell, desc="ip cells")
     refs = reference_fds(settings["num_samples"], classifier=classifier)
     write_report(out, rows, refs, settings, f"latentar {command} " + " ".join(getattr(args, "argv", [])))
     return rows
@@ -303,16 +320,8 @@ def main(argv: list[str] | None = None, command: str = "sweep ip") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(command).parse_args(argv)
     args.argv = argv
-    try:
-        parse_grid(args)
-        check_settings(output_dir(args), _settings(args, PRESETS[args.preset]))
-    except ValueError as e:
-        build_parser(command).error(str(e))   # exits with status 2 and the usage line
-    try:
-        rows = run_sweep(args, command)
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted ({e}); rerun the same command to resume", file=sys.stderr)
-        return 130
+    parse_grid(args)   # every option checked before anything trains
+    rows = run_sweep(args, command)
     out = output_dir(args)
     print((out / "results.md").read_text())
     print(f"{len(rows)} rows: {out / 'results.csv'}; plot: {out / 'fd_vs_steps.png'}")

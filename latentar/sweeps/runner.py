@@ -1,14 +1,23 @@
 """A resumable grid of cells: each cell runs once, its result is saved atomically, reruns skip it.
 
-Every sweep (``latentar sweep variance``, ``sweep ip``, ``compare discrete``) lists its cells as
-dicts of parameters and hands a function ``fn(cell, cell_dir) -> dict of results`` to
-:class:`SweepRunner`. A finished cell leaves ``cells/<id>/result.json``; an interrupted one leaves
-its Trainer checkpoints in ``cells/<id>/`` so the rerun resumes it exactly. ``results.csv`` is
-rewritten from the saved results after every cell, in the grid's order, so a run killed and
-restarted produces the same file as an uninterrupted one.
+Every sweep (``latentar sweep variance``, ``sweep ip``, ``compare discrete``, ``softprompt bench``)
+lists its cells as dicts of parameters and hands a function ``fn(cell, cell_dir) -> dict of
+results`` to :class:`SweepRunner`, together with ``settings``: everything else that changes a
+cell's result (steps, model sizes, data, sample counts, ...: the resolved configuration minus what
+only selects which cells exist or how they run, such as the lists of seeds, the device, progress
+bars and the output folder).
+
+A cell's folder is ``cells/<readable id>-<hash>``, the hash (:func:`settings_key`) taken over the
+cell's parameters and ``settings``, and ``settings.json`` in it records both. So a rerun into the
+same folder with the same settings skips finished cells (``result.json``) and resumes an
+interrupted one from the Trainer checkpoint it left, while a rerun with other settings computes
+new cells beside the old ones and never returns their results. ``results.csv`` holds exactly the
+cells of the current call, rewritten from the saved results after every cell in the grid's
+order, so a run killed and restarted produces the same file as an uninterrupted one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,9 +30,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from latentar.cliargs import parse_list  # noqa: F401  (re-exported for sweeps)
 from latentar.metrics.plots import markdown_table, write_table  # noqa: F401  (re-exported for sweeps)
 
 RESULT_NAME = "result.json"
+SETTINGS_NAME = "settings.json"
 
 
 def cell_id(cell: dict[str, Any]) -> str:
@@ -32,18 +43,11 @@ def cell_id(cell: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", ",".join(parts))
 
 
-def parse_list(text: str | Sequence, cast: Callable = str, name: str = "value") -> list:
-    """'0,0.1,0.5' -> [0.0, 0.1, 0.5] with an error that names the option."""
-    items = text if isinstance(text, (list, tuple)) else [t for t in str(text).split(",") if t.strip()]
-    out = []
-    for t in items:
-        try:
-            out.append(cast(t.strip() if isinstance(t, str) else t))
-        except ValueError as e:
-            raise ValueError(f"{name}: cannot read {t!r} as {getattr(cast, '__name__', cast)}") from e
-    if not out:
-        raise ValueError(f"{name}: empty list")
-    return out
+def settings_key(*parts: Any, length: int = 10) -> str:
+    """A short stable hash of JSON-serialisable ``parts`` (dict keys sorted; ``0`` and ``0.0`` differ,
+    so callers pass resolved, typed values): equal settings give equal keys across processes."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -53,13 +57,17 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 
 class SweepRunner:
-    def __init__(self, out_dir: str | os.PathLike, progress: bool = True):
+    """Runs cells into ``out_dir/cells/``; ``settings`` (JSON-serialisable) is what, besides a cell's
+    parameters, changes its result: it is part of every cell's folder name (see the module docstring)."""
+
+    def __init__(self, out_dir: str | os.PathLike, progress: bool = True, settings: dict[str, Any] | None = None):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
+        self.settings = dict(settings or {})
 
     def cell_dir(self, cell: dict[str, Any]) -> Path:
-        return self.out_dir / "cells" / cell_id(cell)
+        return self.out_dir / "cells" / f"{cell_id(cell)}-{settings_key(cell, self.settings)}"
 
     def run(self, cells: Iterable[dict[str, Any]], fn: Callable[[dict[str, Any], Path], dict[str, Any]],
             desc: str = "cells") -> list[dict[str, Any]]:
@@ -78,6 +86,7 @@ class SweepRunner:
             else:
                 bar.set_postfix_str(cell_id(cell)[:60])
                 d.mkdir(parents=True, exist_ok=True)
+                _write_json_atomic(d / SETTINGS_NAME, {"cell": cell, "settings": self.settings})
                 t0 = time.perf_counter()
                 result = dict(fn(cell, d))
                 result.setdefault("seconds", time.perf_counter() - t0)

@@ -9,7 +9,14 @@ non-AR JointDiffusion control) and seed: train with the shared Trainer on the sa
 budget, sample with and without classifier-free guidance, decode, and score the Frechet distance
 (digits: classifier features; audio: log-mel statistics). At ``--strategy-c-sigma`` the exposure
 strategies (teacher forcing, scheduled sampling, context noise, BASH) are added on the AR
-generators. Every cell is resumable (see ``latentar.sweeps.runner``).
+generators.
+
+Reruns: every cell (``out/cells/<id>-<hash>``) and tokenizer (``out/tokenizers/c_sigma=C-<hash>``)
+is keyed by a hash of everything that changes it (the data, the budget: steps, sizes, sample
+counts, the CFG scales; see ``latentar.sweeps.runner``), and records it in its ``settings.json``.
+Rerunning into the same ``--out`` with the same settings skips finished cells and resumes an
+interrupted one; with other settings (say ``--steps 30``) it computes new cells beside the old
+ones, and results.csv, results.md and the plots show only the cells of the current settings.
 
 The published expectation tested here (LatentLM, Fig. 6): without CFG, AR quality improves with
 tokenizer variance while the non-AR control stays flat; with CFG, the curves become U-shaped.
@@ -18,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,10 +36,12 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from latentar.cliargs import ArgumentParser, UsageError, check_device, finite, out_dir, positive_int, unique
+from latentar.data.cache import build_once
 from latentar.generation import (LatentSequences, build_generator, encode_for_ar, held_out_exposure,
                                  sample_and_score)
 from latentar.metrics.domains import make_domain
-from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table, parse_list
+from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table, parse_list, settings_key
 
 GENERATORS = ("gmm", "diffusion", "joint")  # the sweep's; latentar.generation also has mse
 STRATEGIES = ("tf", "ss", "noise", "bash")
@@ -83,6 +92,13 @@ class VarianceSweep:
         self._tokenizers: dict[float, Any] = {}
         self._latents: dict[float, LatentSequences] = {}
         self.progress = True
+        self.runner = SweepRunner(self.out, progress=False, settings=self.cell_settings())
+
+    def cell_settings(self) -> dict[str, Any]:
+        """What changes a cell's result besides its parameters: the data, the budget and the CFG
+        scales (not which generators the strategies run on: that only selects cells)."""
+        budget = {k: v for k, v in self.b.items() if k != "strategy_generators"}
+        return {"data": _data_key(self.cfg.data), "cfg": list(self.cfg.cfg), "budget": budget}
 
     # -- cells ------------------------------------------------------------------------------------
     def cells(self) -> list[dict[str, Any]]:
@@ -102,31 +118,46 @@ class VarianceSweep:
                     cells.append({"c_sigma": self.cfg.strategy_c_sigma, "generator": g, "strategy": "tf", "seed": s})
         return cells
 
-    # -- tokenizer (one per C_sigma, cached on disk) ----------------------------------------------
+    # -- tokenizer (one per C_sigma and tokenizer settings, cached on disk) ------------------------
+    def tokenizer_settings(self, c_sigma: float) -> dict[str, Any]:
+        """Everything the tokenizer of ``c_sigma`` is built from: its constructor, its training, its data."""
+        kw = dict(latent_dim=4) if self.task.modality == "image" else dict(latent_dim=16, mel_weight=1.0)
+        return {"data": _data_key(self.cfg.data), "audio_seconds": float(self.b["audio_seconds"]), "init_seed": 1000,
+                "model": dict(modality=self.task.modality, in_channels=self.task.in_channels,
+                              c_sigma=float(c_sigma), **kw),
+                "train": dict(max_steps=self.b["tok_steps"], batch_size=self.b["batch_size"], lr=2e-3,
+                              warmup_steps=20, seed=0)}
+
+    def tokenizer_dir(self, c_sigma: float) -> Path:
+        return self.out / "tokenizers" / f"c_sigma={c_sigma:g}-{settings_key(self.tokenizer_settings(c_sigma))}"
+
     def tokenizer(self, c_sigma: float):
+        """The SigmaVAE of ``c_sigma``, trained once into ``tokenizer_dir`` (atomically, under a lock,
+        with its report beside it) and loaded from there; the Trainer checkpoint of an interrupted
+        build waits beside the folder, so the next build resumes it."""
         if c_sigma in self._tokenizers:
             return self._tokenizers[c_sigma]
         from latentar.tokenizers import SigmaVAE
         from latentar.train import Trainer
-        d = self.out / "tokenizers" / f"c_sigma={c_sigma:g}"
-        model_dir, report_file = d / "model", d / "report.json"
-        if (model_dir / "config.json").exists() and report_file.exists():
-            tok = SigmaVAE.from_pretrained(model_dir)
-        else:
-            torch.manual_seed(1000)
-            kw = dict(latent_dim=4) if self.task.modality == "image" else dict(latent_dim=16, mel_weight=1.0)
-            tok = SigmaVAE(modality=self.task.modality, in_channels=self.task.in_channels, c_sigma=c_sigma, **kw)
+        d, ts = self.tokenizer_dir(c_sigma), self.tokenizer_settings(c_sigma)
+        train_dir = d.parent / f".{d.name}.train"
+
+        def build(tmp: Path) -> None:
+            torch.manual_seed(ts["init_seed"])
+            tok = SigmaVAE(**ts["model"])
             data = (TensorDataset(self.task.train_x, self.task.train_y) if self.task.train_y is not None
                     else TensorDataset(self.task.train_x))
-            Trainer(max_steps=self.b["tok_steps"], batch_size=self.b["batch_size"], lr=2e-3, warmup_steps=20,
-                    device=self.cfg.device, out_dir=d / "train", seed=0, progress=self.progress, log_every=50,
+            Trainer(**ts["train"], device=self.cfg.device, out_dir=train_dir, progress=self.progress, log_every=50,
                     desc=f"tokenizer c_sigma={c_sigma:g}").fit(tok, data)
             tok.estimate_latent_scale(self.task.train_x.to(next(tok.parameters()).device))
             tok = tok.cpu().eval()
-            report = self.tokenizer_report(tok)
-            tok.save_pretrained(model_dir)
-            report_file.write_text(json.dumps(report, indent=2))
-        self._tokenizers[c_sigma] = tok.cpu().eval()
+            tok.save_pretrained(tmp / "model")
+            (tmp / "report.json").write_text(json.dumps(self.tokenizer_report(tok), indent=2))
+            (tmp / "settings.json").write_text(json.dumps(ts, indent=2))
+            shutil.move(train_dir, tmp / "train")
+
+        build_once(d, build, ready=lambda p: (p / "model" / "config.json").is_file() and (p / "report.json").is_file())
+        self._tokenizers[c_sigma] = SigmaVAE.from_pretrained(d / "model").cpu().eval()
         return self._tokenizers[c_sigma]
 
     @torch.no_grad()
@@ -176,7 +207,7 @@ class VarianceSweep:
                           seed=cell["seed"], log_every=25, desc=_short(cell), progress=self.progress)
         result = trainer.fit(task, data)
         model.eval()
-        tok_report = json.loads((self.out / "tokenizers" / f"c_sigma={cell['c_sigma']:g}" / "report.json").read_text())
+        tok_report = json.loads((self.tokenizer_dir(cell["c_sigma"]) / "report.json").read_text())
         row: dict[str, Any] = {"train_loss": result["loss"], "recon_psnr": tok_report.get("psnr", float("nan")),
                                "recon_fd": tok_report["recon_fd"]}
         for cfg_scale in self.cfg.cfg:
@@ -256,7 +287,7 @@ class VarianceSweep:
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(4.5, 3.4))
         for c in c_sigmas:
-            rep = json.loads((self.out / "tokenizers" / f"c_sigma={c:g}" / "report.json").read_text())
+            rep = json.loads((self.tokenizer_dir(c) / "report.json").read_text())
             tol = rep.get("tolerance") or {}
             if tol:
                 ax.plot(tol["radii"], tol[tol["metric"]], marker="o", label=f"C_sigma={c:g}")
@@ -274,10 +305,9 @@ class VarianceSweep:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        runner = SweepRunner(self.out, progress=False)
         picked = [r for r in rows if r["c_sigma"] == self.cfg.strategy_c_sigma and r["seed"] == 0
                   and r["generator"] != "joint"]
-        files = [(r, runner.cell_dir({k: r[k] for k in CELL_KEYS}) / "exposure.json") for r in picked]
+        files = [(r, self.runner.cell_dir({k: r[k] for k in CELL_KEYS}) / "exposure.json") for r in picked]
         files = [(r, f) for r, f in files if f.exists()]
         if not files:
             return
@@ -301,7 +331,8 @@ class VarianceSweep:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "sweep.json").write_text(json.dumps(
             {k: (str(v) if isinstance(v, Path) else v) for k, v in self.cfg.__dict__.items()}, indent=2))
-        rows = SweepRunner(self.out, progress=progress).run(self.cells(), self.run_cell, desc="variance sweep")
+        self.runner.progress = progress
+        rows = self.runner.run(self.cells(), self.run_cell, desc="variance sweep")
         self.write_outputs(rows)
         self.plot_exposure(rows)
         return rows
@@ -311,6 +342,11 @@ CELL_KEYS = ("c_sigma", "generator", "strategy", "seed")
 GEN_LABELS = {"gmm": "LatentAR + GMM head", "diffusion": "LatentAR + diffusion head", "joint": "JointDiffusion (non-AR)"}
 
 
+def _data_key(data: str) -> str:
+    """``--data`` with a wav folder's path made absolute, so the same folder keys the same cells."""
+    return f"wavfolder:{Path(data.split(':', 1)[1]).resolve()}" if data.startswith("wavfolder:") else data
+
+
 def _short(cell: dict[str, Any]) -> str:
     return f"c={cell['c_sigma']:g} {cell['generator']}/{cell['strategy']} s{cell['seed']}"
 
@@ -318,9 +354,8 @@ def _short(cell: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
-def build_parser(prog: str = "latentar sweep variance") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(command: str = "sweep variance") -> argparse.ArgumentParser:
+    p = ArgumentParser(prog=f"latentar {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                    help="budget: smoke (~2 min, tests), quick (~15 min on 2 CPU cores), full (GPU)")
     p.add_argument("--c-sigma", help="comma-separated tokenizer noise scales, e.g. 0,0.1,0.25,0.5,1.0 (default: preset's)")
@@ -331,61 +366,65 @@ def build_parser(prog: str = "latentar sweep variance") -> argparse.ArgumentPars
                                                  "(default: preset's: gmm for smoke/quick, gmm,diffusion for full)")
     p.add_argument("--strategy-c-sigma", type=float, default=0.5, help="C_sigma at which strategies are compared (0.5)")
     p.add_argument("--seeds", type=int, help="number of seeds per cell (default: preset's)")
-    p.add_argument("--cfg", help="comma-separated CFG scales; 1 means no guidance (default: 1,3)")
+    p.add_argument("--cfg", help="comma-separated CFG scales >= 0; 1 means no guidance (default: 1,3)")
     p.add_argument("--data", default="digits", help="digits | speech | wavfolder:PATH (default digits)")
-    p.add_argument("--out", default="runs/sweep", help="output directory; rerunning resumes it (default runs/sweep)")
+    p.add_argument("--out", default="runs/sweep",
+                   help="output directory (default runs/sweep). A rerun with the same settings resumes it; one with "
+                        "other settings (steps, CFG scales, data, ...) trains new cells and tokenizers beside the old "
+                        "ones, and results.csv / results.md / the plots show only the current settings' cells")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--steps", type=int, help="override the generator's training steps")
-    p.add_argument("--tok-steps", type=int, help="override the tokenizer's training steps")
+    p.add_argument("--steps", type=int, help="override the generator's training steps (>= 1)")
+    p.add_argument("--tok-steps", type=int, help="override the tokenizer's training steps (>= 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
+def _names(text: str | None, default: list[str], choices, option: str, what: str) -> list[str]:
+    """A comma-separated list of names from ``choices``, each once; the preset's when not given."""
+    names = unique(parse_list(text, str, option), option) if text is not None else list(default)
+    for n in names:
+        if n not in choices:
+            raise UsageError(f"{option}: unknown {what} {n!r}; choose from {', '.join(choices)}")
+    return names
+
+
+def _scales(text: str | None, default: list[float], option: str) -> list[float]:
+    """A comma-separated list of finite numbers >= 0, each once; the preset's when not given."""
+    if text is None:
+        return list(default)
+    return unique([finite(v, option, minimum=0.0) for v in parse_list(text, float, option)], option)
+
+
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
+    """The resolved sweep configuration, or a UsageError naming the first bad option (nothing runs before)."""
     preset = dict(PRESETS[args.preset])
-    c_sigma = parse_list(args.c_sigma, float, "--c-sigma") if args.c_sigma else preset["c_sigma"]
-    if any(c < 0 or not math.isfinite(c) for c in c_sigma) or args.strategy_c_sigma < 0:
-        raise ValueError(f"--c-sigma values must be finite and >= 0, got {c_sigma} (strategy: {args.strategy_c_sigma})")
-    generators = parse_list(args.generators, str, "--generators") if args.generators else preset["generators"]
-    for g in generators:
-        if g not in GENERATORS:
-            raise ValueError(f"--generators: unknown generator {g!r}; choose from {', '.join(GENERATORS)}")
-    strategies = parse_list(args.strategies, str, "--strategies") if args.strategies else preset["strategies"]
-    for s in strategies:
-        if s not in STRATEGIES:
-            raise ValueError(f"--strategies: unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
-    cfg = parse_list(args.cfg, float, "--cfg") if args.cfg else preset["cfg"]
-    if any(c < 0 for c in cfg):
-        raise ValueError(f"--cfg scales must be >= 0, got {cfg}")
-    seeds = args.seeds if args.seeds is not None else preset["seeds"]
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
-    if args.data.startswith("wavfolder:") and not Path(args.data.split(":", 1)[1]).is_dir():
-        raise FileNotFoundError(f"--data {args.data}: wav folder {args.data.split(':', 1)[1]!r} does not exist")
-    if args.data not in ("digits", "speech") and not args.data.startswith("wavfolder:"):
-        raise ValueError(f"--data must be digits, speech or wavfolder:PATH, got {args.data!r}")
+    c_sigma = _scales(args.c_sigma, preset["c_sigma"], "--c-sigma")
+    strategy_c_sigma = finite(args.strategy_c_sigma, "--strategy-c-sigma", minimum=0.0)
+    generators = _names(args.generators, preset["generators"], GENERATORS, "--generators", "generator")
+    strategies = _names(args.strategies, preset["strategies"], STRATEGIES, "--strategies", "strategy")
+    cfg = _scales(args.cfg, preset["cfg"], "--cfg")
+    seeds = positive_int(args.seeds, "--seeds") if args.seeds is not None else preset["seeds"]
+    if args.data.startswith("wavfolder:"):
+        folder = args.data.split(":", 1)[1]
+        if not Path(folder).expanduser().is_dir():
+            raise UsageError(f"--data {args.data}: wav folder {folder!r} does not exist")
+    elif args.data not in ("digits", "speech"):
+        raise UsageError(f"--data must be digits, speech or wavfolder:PATH, got {args.data!r}")
     budget = {k: v for k, v in preset.items() if k not in ("c_sigma", "generators", "strategies", "seeds", "cfg")}
-    if args.strategy_generators:
-        budget["strategy_generators"] = parse_list(args.strategy_generators, str, "--strategy-generators")
-        for g in budget["strategy_generators"]:
-            if g not in ("gmm", "diffusion"):
-                raise ValueError(f"--strategy-generators: {g!r} is not an AR generator; choose from gmm, diffusion")
-    if args.steps:
-        budget["gen_steps"] = args.steps
-    if args.tok_steps:
-        budget["tok_steps"] = args.tok_steps
-    return SweepConfig(preset=args.preset, data=args.data, out=Path(args.out), device=args.device, c_sigma=c_sigma,
-                       generators=generators, strategies=strategies, strategy_c_sigma=args.strategy_c_sigma,
+    budget["strategy_generators"] = _names(args.strategy_generators, budget["strategy_generators"],
+                                           ("gmm", "diffusion"), "--strategy-generators", "AR generator")
+    if args.steps is not None:
+        budget["gen_steps"] = positive_int(args.steps, "--steps")
+    if args.tok_steps is not None:
+        budget["tok_steps"] = positive_int(args.tok_steps, "--tok-steps")
+    return SweepConfig(preset=args.preset, data=args.data, out=out_dir(args.out), device=check_device(args.device),
+                       c_sigma=c_sigma, generators=generators, strategies=strategies, strategy_c_sigma=strategy_c_sigma,
                        seeds=seeds, cfg=cfg, budget=budget)
 
 
-def main(argv: list[str] | None = None, command: str = "latentar sweep variance") -> int:
-    parser = build_parser(command)
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
+def main(argv: list[str] | None = None, command: str = "sweep variance") -> int:
+    args = build_parser(command).parse_args(argv)
+    cfg = config_from_args(args)
     t0 = time.perf_counter()
     VarianceSweep(cfg).run(progress=not args.quiet)
     print(f"variance sweep done in {time.perf_counter() - t0:.0f} s")
