@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from latentar.data.audio_io import as_generator, crop_samples, fix_length, read_audio
 from latentar.data.cache import cache_dir
+from latentar.train.checkpoint import atomic_write_text
 
 ESPEAK_RATE = 22050
 # Bump when the rendering below changes, so old caches are not re-used.
@@ -180,7 +181,7 @@ class SpeechCorpus(Dataset):
         wave = synthesize(info["text"], info["voice"], info["rate"], self.sample_rate)  # (1, T)
         meta = path.parent / "settings.json"
         if not meta.is_file():
-            _atomic_write_text(meta, json.dumps(self.settings(), indent=2))
+            atomic_write_text(json.dumps(self.settings(), indent=2), meta)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".wav.tmp")
         os.close(fd)
         try:
@@ -209,10 +210,3 @@ class SpeechCorpus(Dataset):
         if self.crop_length is not None:
             wave = fix_length(wave, self.crop_length, self.generator)
         return wave
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -31,6 +31,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from latentar.cliargs import parse_list  # noqa: F401  (re-exported for sweeps)
+from latentar.train.checkpoint import atomic_write_text
 from latentar.metrics.plots import markdown_table, write_table  # noqa: F401  (re-exported for sweeps)
 
 RESULT_NAME = "result.json"
@@ -51,9 +52,7 @@ def settings_key(*parts: Any, length: int = 10) -> str:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))  # key order kept: CSV columns stay stable
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(obj, indent=2, default=float), path)  # key order kept: CSV columns stay stable
 
 
 class SweepRunner:
