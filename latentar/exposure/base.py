@@ -183,17 +183,6 @@ def check_finite(name: str, value: Any, low: float | None = 0.0, high: float | N
     return float(value)
 
 
-def to_device(obj: Any, device: torch.device) -> Any:
-    """Move the tensors of a nest of dicts / lists / tuples to ``device`` (other leaves unchanged)."""
-    if torch.is_tensor(obj):
-        return obj.to(device)
-    if isinstance(obj, Mapping):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device) for v in obj)
-    return obj
-
-
 def mix(mask: torch.Tensor, sample: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """``sample`` where ``mask (B, T)`` is True, ``truth`` elsewhere (tokens or latents)."""
     m = mask if truth.dim() == 2 else mask.unsqueeze(-1)
@@ -286,7 +275,8 @@ class ExposureTask(nn.Module):
         if state.get("strategy") != type(self.strategy).__name__:
             raise ValueError(f"the state was saved for a {state.get('strategy')} strategy, not a "
                              f"{type(self.strategy).__name__}")
-        self.strategy.load_state_dict(to_device(state["state"], model_device(self.model)))
+        from latentar.train.trainer import move_to  # the Trainer's own nested-tensor mover
+        self.strategy.load_state_dict(move_to(state["state"], model_device(self.model)))
 
     def training_step(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         b = unpack_batch(batch)
