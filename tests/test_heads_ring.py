@@ -65,16 +65,6 @@ def fit(head: torch.nn.Module, steps: int, lr: float, seed: int = 0, batch: int 
     return loss.item()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These nets are tiny: one intra-op thread is fastest, and OpenMP spin-waiting on a busy
-    2-core machine made the diffusion fit 50x slower with two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data() -> torch.Tensor:
     return ring(4000, torch.Generator().manual_seed(7))

@@ -1,5 +1,6 @@
 """JointDiffusion: closed-form noising (with input perturbation), bidirectional attention, training
-reduces the loss, sampling with every sampler, CFG, save / load."""
+reduces the loss, seeded CFG sampling, save / load. Sampler outputs against a diffusers reference
+loop: tests/test_diffusion_sampling.py."""
 import math
 
 import pytest
@@ -53,8 +54,7 @@ def test_attention_is_bidirectional():
     assert change > 1e-4  # the first position sees the last one
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 copy= notice inside diffusers DPM-Solver
-def test_training_reduces_loss_and_generate_is_finite():
+def test_training_reduces_loss():
     torch.manual_seed(0)
     model = make(num_classes=2, class_dropout=0.1, input_perturbation=0.1).train()
     v = torch.randn(T, D)
@@ -71,11 +71,7 @@ def test_training_reduces_loss_and_generate_is_finite():
         opt.step()
     model.eval()
     assert model.loss(z, y, **fixed).item() < 0.8 * before
-    for sampler in ("ddim", "ddpm", "dpmsolver"):
-        out = model.generate(4, T, labels=torch.tensor([0, 1, 0, 1]), num_steps=10, sampler=sampler,
-                             generator=torch.Generator().manual_seed(0))
-        assert out.shape == (4, T, D) and torch.isfinite(out).all()
-    assert model.training is False
+    # sampling against a hand-written diffusers loop: tests/test_diffusion_sampling.py
 
 
 def test_generate_seeded_cfg_and_null_class():

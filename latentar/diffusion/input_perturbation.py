@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentar.diffusion.sampling import model_output, sample, schedule_length
+from latentar.diffusion.sampling import PREDICTION_TYPES, model_output, sample, schedule_length
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 _BATCH_KEYS = ("x", "image", "images", "latents", "z")
 
 
@@ -133,7 +132,7 @@ class IPDiffusionTrainer(nn.Module):
 
     ``training_step(batch)``: t ~ U{0..T-1}, eps ~ N(0, I), (x_t, target) = ``perturbed_noising``,
     loss = mean (model(x_t, t) - target)^2. ``sample`` runs DDPM, DDIM or DPM-Solver++ from the
-    same schedule (see ``latentar.diffusion.sampling``).
+    same schedule through the shared ``reverse_diffusion`` loop (``latentar.diffusion.sampling``).
 
     Args:
         model: the denoiser ``model(x_t (B, ...), t (B,)) -> (B, ...)``: a diffusers ``UNet2DModel``
@@ -207,8 +206,12 @@ class IPDiffusionTrainer(nn.Module):
     @torch.no_grad()
     def sample(self, num_samples: int, num_steps: int, sampler: str = "ddim",
                generator: torch.Generator | None = None, eps_scale: float = 1.0, eps_scale_k: float = 0.0,
-               eta: float = 0.0, batch_size: int = 512) -> torch.Tensor:
-        """``num_samples`` samples ``(N, C, H, W)`` with ``num_steps`` steps; see ``sampling.sample``."""
+               eta: float = 0.0, batch_size: int = 512, temperature: float = 1.0,
+               temperature_mode: str = "mar") -> torch.Tensor:
+        """``num_samples`` samples ``(N, C, H, W)`` with ``num_steps`` steps of the shared loop
+        (``sampling.sample`` -> ``reverse_diffusion``): ADM-ES ``eps_scale``, DDIM ``eta``, and
+        temperature tau on the per-step noise only (``temperature_mode="mar"``, MAR's
+        x_{t'} = mu + tau sigma_t z_t) or on x_T too ("start_and_steps")."""
         return sample(self.model, self.scheduler, num_steps, (num_samples, *self.sample_shape), sampler=sampler,
                       generator=generator, eps_scale=eps_scale, eps_scale_k=eps_scale_k, eta=eta,
-                      batch_size=batch_size)
+                      batch_size=batch_size, temperature=temperature, temperature_mode=temperature_mode)

@@ -38,7 +38,9 @@ def build_unet(preset: str = "small", in_channels: int = 1, sample_size: int = 8
 
 def ddpm_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "linear",
                    prediction_type: str = "epsilon", clip_sample: bool = True) -> DDPMScheduler:
-    """The training schedule: diffusers' DDPMScheduler with "trailing" timestep spacing.
+    """The training schedule: diffusers' DDPMScheduler with "trailing" timestep spacing (every step
+    count starts at t = T - 1; safe on the linear schedule, see the spacing rule in
+    ``latentar.diffusion.sampling``; with squaredcos_cap_v2 and eps-prediction prefer "leading").
 
     ``clip_sample`` clips the predicted x0 to [-1, 1] while sampling: right for pixels in
     [-1, 1], wrong for latents (turn it off there).

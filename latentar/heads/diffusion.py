@@ -28,35 +28,37 @@ x + gate * MLP(norm(x) * (1 + scale) + shift) with (shift, scale, gate) = Linear
 non-affine norm modulated by (shift, scale) then Linear(w -> dim). The AdaLN projections and the
 output layer start at zero, so every block starts as the identity and the head predicts 0.
 
-Sampling (a fresh diffusers scheduler per call, since multistep schedulers keep state), with
-``temperature`` tau:
-
-* ``"ddpm"``  DDPMScheduler (ancestral, fixed_small variance): x_T = tau z_T and every step
-  x_{t-1} = mu_theta(x_t, t) + tau sigma_t z_t. This is MAR's temperature on the per-step noise
-  (MAR leaves x_T unscaled), plus a scaled start.
-* ``"ddim"``  DDIMScheduler(eta): x_T = tau z_T; with eta > 0 the per-step noise
-  eta sigma_t z_t is scaled by tau too; eta = 0 (default) is deterministic after x_T.
-* ``"dpmsolver"``  DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2): an
-  ODE solver with no per-step noise, so tau only scales x_T.
+Sampling: the shared loop ``latentar.diffusion.sampling.reverse_diffusion`` (one loop for every
+diffusion arm), on a scheduler from ``make_sampling_scheduler(self.noise_scheduler, sampler)``, so
+sampling uses the training config (schedule, prediction type, no clipping, ``timestep_spacing``).
+Default sampler "ddpm" with 50 steps (``DEFAULT_SAMPLER``, ``DEFAULT_NUM_STEPS``), as MAR and
+JointDiffusion. Temperature tau, ``temperature_mode="mar"`` (default; MAR's ``p_sample``,
+LTH14/mar ``diffusion/gaussian_diffusion.py`` line 419): x_T ~ N(0, I) unscaled and
+x_{t-1} = mu_theta(x_t, t) + tau sigma_t z_t (ddpm; ddim with eta > 0 scales its eta sigma_t z_t);
+ddim with eta = 0 and dpmsolver have no per-step noise, so tau != 1 raises there.
+``temperature_mode="start_and_steps"`` (this head's old convention) also sets x_T = tau z_T.
 
 Classifier-free guidance, ``cfg_scale = s``: per step the head is evaluated on the same x_t with
-cond and with cond_uncond and mixes f_u + s (f_c - f_u) (eps-level guidance, as MAR, LatentLM
-and VibeVoice). For v-prediction the same mix on v equals the mix on eps, since at fixed x_t the
-map eps -> v is affine with weights that sum to one.
+cond and with cond_uncond as one doubled batch and mixes f_u + s (f_c - f_u) (eps-level guidance,
+as MAR, LatentLM and VibeVoice). For v-prediction the same mix on v equals the mix on eps, since
+at fixed x_t the map eps -> v is affine with weights that sum to one.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDPMScheduler
 from torch import nn
 
 from latentar.diffusion.input_perturbation import check_gamma, perturbed_noising
+from latentar.diffusion.sampling import (DEFAULT_NUM_STEPS, DEFAULT_SAMPLER, PREDICTION_TYPES, SAMPLERS,
+                                         TIMESTEP_SPACINGS, classifier_free_guidance, make_sampling_scheduler,
+                                         reverse_diffusion)
 from latentar.heads.base import Head
 
-PREDICTION_TYPES = ("epsilon", "v_prediction")
-SAMPLERS = ("ddpm", "ddim", "dpmsolver")
+# x0-prediction ("sample") is left out: a per-token head regressing x0 is not what MAR / LatentLM train.
+HEAD_PREDICTION_TYPES = tuple(p for p in PREDICTION_TYPES if p != "sample")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("mlp", "swiglu")
 
@@ -162,21 +164,6 @@ class AdaLNDenoiser(nn.Module):
 
 # ---------------------------------------------------------------------------- the head
 
-def make_latent_scheduler(sampler: str, num_train_timesteps: int, beta_schedule: str, prediction_type: str,
-                          timestep_spacing: str):
-    """A fresh diffusers sampling scheduler for latents: no x0 clipping or thresholding (MAR clips
-    nothing), DDPM with the posterior variance, DDIM ending at alpha = 1, DPM-Solver++ order 2.
-    Fresh per sampling call, since multistep schedulers keep state."""
-    common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                  prediction_type=prediction_type, thresholding=False, timestep_spacing=timestep_spacing)
-    if sampler == "ddpm":
-        return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
-    if sampler == "ddim":
-        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
-    if sampler == "dpmsolver":
-        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
-    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-
 class DiffusionHead(Head):
     """Per-token diffusion head. Formulas, sampler and temperature semantics: module docstring.
 
@@ -190,18 +177,16 @@ class DiffusionHead(Head):
         input_perturbation: gamma of DDPM-IP (0 disables; Ning et al. use 0.1).
         norm: "layernorm" (MAR) or "rmsnorm" (LatentLM, VibeVoice), both without affine weights.
         mlp: "mlp" (Linear-SiLU-Linear, MAR) or "swiglu" (3x hidden, LatentLM / VibeVoice).
-        timestep_spacing: diffusers' spacing of the sampling timesteps. "leading" (default)
-            starts at (n - 1) * (T // n), e.g. t = 980 for 50 steps. "trailing" / "linspace"
-            start at T - 1, where the capped cosine schedule has abar ~ 2e-9: an eps-prediction
-            error there is amplified by ~sqrt(abar_next / abar_{T-1}) (hundreds) in x_{T-1}; a
-            small head then samples garbage (we measured FD ~1e6 on the ring test). Use
-            "trailing" with prediction_type="v_prediction", which has no 1/sqrt(abar) factor.
+        timestep_spacing: diffusers' spacing of the sampling timesteps, "leading" (default) |
+            "trailing" | "linspace". The rule (``latentar.diffusion.sampling`` docstring): with the
+            capped cosine schedule and eps-prediction keep "leading" (trailing / linspace start at
+            abar ~ 2e-9 and a weak eps head blows up); with v-prediction "trailing" is safe.
     """
 
     def __init__(self, dim: int, cond_dim: int, width: int | None = None, depth: int = 3,
                  num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
-                 prediction_type: str = "epsilon", batch_mul: int = 4, sampler: str = "ddpm",
-                 num_sampling_steps: int = 50, input_perturbation: float = 0.0,
+                 prediction_type: str = "epsilon", batch_mul: int = 4, sampler: str = DEFAULT_SAMPLER,
+                 num_sampling_steps: int = DEFAULT_NUM_STEPS, input_perturbation: float = 0.0,
                  norm: str = "layernorm", mlp: str = "mlp", timestep_spacing: str = "leading"):
         super().__init__(dim, cond_dim)
         width = cond_dim if width is None else width
@@ -210,14 +195,15 @@ class DiffusionHead(Head):
             (isinstance(depth, int) and depth >= 1, f"depth must be a positive int, got {depth!r}"),
             (isinstance(num_train_timesteps, int) and num_train_timesteps >= 2,
              f"num_train_timesteps must be an int >= 2, got {num_train_timesteps!r}"),
-            (prediction_type in PREDICTION_TYPES, f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"),
+            (prediction_type in HEAD_PREDICTION_TYPES,
+             f"prediction_type must be one of {HEAD_PREDICTION_TYPES}, got {prediction_type!r}"),
             (isinstance(batch_mul, int) and batch_mul >= 1, f"batch_mul must be a positive int, got {batch_mul!r}"),
             (sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {sampler!r}"),
             (input_perturbation >= 0, f"input_perturbation must be >= 0, got {input_perturbation}"),
             (norm in NORMS, f"norm must be one of {NORMS}, got {norm!r}"),
             (mlp in MLPS, f"mlp must be one of {MLPS}, got {mlp!r}"),
-            (timestep_spacing in ("linspace", "leading", "trailing"),
-             f"timestep_spacing must be 'linspace', 'leading' or 'trailing', got {timestep_spacing!r}"),
+            (timestep_spacing in TIMESTEP_SPACINGS,
+             f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -235,14 +221,16 @@ class DiffusionHead(Head):
         self._check_steps(num_sampling_steps)
         self.num_sampling_steps = num_sampling_steps
         self.net = AdaLNDenoiser(dim, cond_dim, width, depth, norm, mlp)
-        # Stateless use only (add_noise, get_velocity); sampling builds its own instance.
-        self.noise_scheduler = self.make_scheduler("ddpm")
+        # The training schedule: add_noise / get_velocity here, and the config every sampling
+        # scheduler is built from (no x0 clipping or thresholding: latents are not in [-1, 1]).
+        self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                                             prediction_type=prediction_type, clip_sample=False, thresholding=False,
+                                             variance_type="fixed_small", timestep_spacing=timestep_spacing)
 
     # ---------------------------------------------------------------- schedulers
     def make_scheduler(self, sampler: str | None = None):
-        """A fresh diffusers scheduler for ``sampler`` on this head's schedule (no clipping)."""
-        return make_latent_scheduler(self.sampler if sampler is None else sampler, self.num_train_timesteps,
-                                     self.config["beta_schedule"], self.prediction_type, self.config["timestep_spacing"])
+        """A fresh sampling scheduler: ``make_sampling_scheduler(self.noise_scheduler, sampler)``."""
+        return make_sampling_scheduler(self.noise_scheduler, self.sampler if sampler is None else sampler)
 
     def _check_steps(self, num_steps) -> None:
         if not isinstance(num_steps, int) or not 1 <= num_steps <= self.num_train_timesteps:
@@ -304,61 +292,35 @@ class DiffusionHead(Head):
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, temperature: float = 1.0, num_steps: int | None = None,
                sampler: str | None = None, generator: torch.Generator | None = None,
-               cond_uncond: torch.Tensor | None = None, cfg_scale: float = 1.0, eta: float = 0.0) -> torch.Tensor:
-        """Reverse diffusion per token: cond (B, T, cond_dim) -> (B, T, dim).
+               cond_uncond: torch.Tensor | None = None, cfg_scale: float = 1.0, eta: float = 0.0,
+               temperature_mode: str = "mar") -> torch.Tensor:
+        """Reverse diffusion per token: cond (B, T, cond_dim) -> (B, T, dim), via ``reverse_diffusion``.
 
-        ``temperature`` scales x_T and (ddpm; ddim with eta > 0) the per-step noise; see the
-        module docstring. ``eta`` is DDIM's stochasticity (ignored by the other samplers).
-        Without a generator one is seeded from torch's global RNG, so ``torch.manual_seed``
-        still makes sampling reproducible.
+        ``temperature`` tau: with ``temperature_mode="mar"`` (default) x_T ~ N(0, I) and
+        x_{t-1} = mu_theta(x_t, t) + tau sigma_t z_t (MAR); "start_and_steps" also scales x_T.
+        ``eta`` is DDIM's stochasticity (ignored by the other samplers). ``cond_uncond`` and
+        ``cfg_scale`` != 1: eps-level CFG on a doubled batch. Without a generator one is seeded
+        from torch's global RNG, so ``torch.manual_seed`` still makes sampling reproducible.
         """
         self._check_temperature("temperature", temperature)
         sampler = self.sampler if sampler is None else sampler
+        if sampler not in SAMPLERS:
+            raise ValueError(f"DiffusionHead.sample: sampler must be one of {SAMPLERS}, got {sampler!r}")
         num_steps = self.num_sampling_steps if num_steps is None else num_steps
         self._check_steps(num_steps)
         if not eta >= 0:
             raise ValueError(f"DiffusionHead.sample: eta must be >= 0, got {eta}")
         c, lead = self._flatten_cond(cond)
         u = self._flatten_uncond(cond, cond_uncond, cfg_scale)
-        scheduler = self.make_scheduler(sampler)
-        scheduler.set_timesteps(num_steps)
         param = next(self.parameters())
         device, dtype = param.device, param.dtype
         c = c.to(dtype)
-        if generator is None:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-        n = c.shape[0]
-        x = torch.randn(n, self.dim, generator=generator, device=device, dtype=dtype)
-        x = x * (scheduler.init_noise_sigma * temperature)
-        if u is not None:
+        if u is None:
+            denoise = lambda x, t: self.predict(x, t, c)  # noqa: E731
+        else:
             c2 = torch.cat([c, u.to(dtype)], dim=0)
-        for t in scheduler.timesteps:
-            if u is None:
-                out = self.predict(x, torch.full((n,), int(t), device=device), c)
-            else:
-                both = self.predict(torch.cat([x, x], dim=0), torch.full((2 * n,), int(t), device=device), c2)
-                out_c, out_u = both.chunk(2, dim=0)
-                out = out_u + cfg_scale * (out_c - out_u)
-            x = self._step(scheduler, sampler, out.to(dtype), t, x, temperature, generator, eta).to(dtype)
+            denoise = classifier_free_guidance(lambda x2, t2: self.predict(x2, t2, c2), cfg_scale)
+        x = reverse_diffusion(denoise, self.noise_scheduler, (c.shape[0], self.dim), sampler=sampler,
+                              num_steps=num_steps, temperature=temperature, temperature_mode=temperature_mode,
+                              eta=eta, generator=generator, device=device, dtype=dtype)
         return x.reshape(*lead, self.dim)
-
-    @staticmethod
-    def _step(scheduler, sampler, out, t, x, temperature, generator, eta) -> torch.Tensor:
-        if sampler == "ddpm":
-            if temperature == 1.0:
-                return scheduler.step(out, t, x, generator=generator).prev_sample
-            # DDPMScheduler.step draws its own z; its noise term sigma_t z is what a step on zero
-            # inputs returns (the mean is linear in (model output, x_t)). Replay the same z
-            # from a copy of the generator and rescale that term by tau.
-            twin = torch.Generator(device=generator.device)
-            twin.set_state(generator.get_state())
-            full = scheduler.step(out, t, x, generator=generator).prev_sample
-            noise_term = scheduler.step(torch.zeros_like(out), t, torch.zeros_like(x), generator=twin).prev_sample
-            return full + (temperature - 1.0) * noise_term
-        if sampler == "ddim":
-            noise = None
-            if eta > 0:
-                noise = temperature * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            return scheduler.step(out, t, x, eta=eta, variance_noise=noise).prev_sample
-        return scheduler.step(out, t, x).prev_sample

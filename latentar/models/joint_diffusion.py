@@ -14,8 +14,13 @@ DiT's variant and U-ViT's "everything as tokens"), the tokens go through a bidir
 then a zero-initialised linear) reads the prediction off positions 1..T.
 
 x_t and the target come from ``latentar.diffusion.input_perturbation.perturbed_noising``, the one
-implementation of that formula. The noise schedule, ``add_noise`` and the samplers (DDPM, DDIM,
-DPM-Solver++) are diffusers' schedulers with ``clip_sample=False`` (latents are not in [-1, 1]).
+implementation of that formula. The noise schedule and ``add_noise`` are a diffusers DDPMScheduler
+with ``clip_sample=False`` (latents are not in [-1, 1]); ``generate`` runs the shared loop
+``latentar.diffusion.sampling.reverse_diffusion`` on a scheduler built from that training config by
+``make_sampling_scheduler`` (DDPM by default with 50 steps, as the DiffusionHead and MAR; DDIM,
+DPM-Solver++). Temperature follows MAR by default: x_T ~ N(0, I) unscaled,
+x_{t-1} = mu_theta(x_t, t) + tau sigma_t z_t (``temperature_mode="mar"``; "start_and_steps" also
+scales x_T); see that module for the source line and the timestep-spacing rule.
 Classifier-free guidance mixes the model outputs of the conditional and null-class branches:
 out = out_uncond + s * (out_cond - out_uncond). A sample is never fed back as context.
 """
@@ -28,13 +33,13 @@ from diffusers import DDPMScheduler
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
 from latentar.diffusion.input_perturbation import perturbed_noising
+from latentar.diffusion.sampling import (DEFAULT_NUM_STEPS, DEFAULT_SAMPLER, PREDICTION_TYPES, TIMESTEP_SPACINGS,
+                                         classifier_free_guidance, make_sampling_scheduler, reverse_diffusion)
 from latentar.heads.base import check_guidance
-from latentar.heads.diffusion import make_latent_scheduler
 from latentar.models.transformer import CausalTransformer
 from latentar.pretrained import PretrainedMixin
 from latentar.torch_utils import eval_mode
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIME_FREQ_DIM = 256  # sinusoidal timestep features before the MLP (DiT's frequency_embedding_size)
 
 
@@ -48,11 +53,10 @@ class JointDiffusion(PretrainedMixin, nn.Module):
             labels are dropped to it with probability ``class_dropout`` in training.
         num_train_timesteps, beta_schedule, prediction_type: the diffusers DDPMScheduler.
         input_perturbation: gamma of DDPM-IP (Ning et al. 2023); 0 disables it, 0.1 is the paper's default.
-        timestep_spacing: diffusers' spacing of the sampling timesteps. "leading" (default) starts
-            at t = N - N/num_steps: with the squaredcos_cap_v2 schedule abar at t = N-1 is 2.4e-9,
-            and an eps-prediction sampler starting there ("trailing", "linspace") divides the
-            eps error by sqrt(abar) ~ 5e-5 in its x0 estimate; a briefly trained model then
-            produced samples of size ~1e4 (measured on a toy), while "leading" stayed in range.
+        timestep_spacing: diffusers' spacing of the sampling timesteps, "leading" (default) |
+            "trailing" | "linspace". The rule (``latentar.diffusion.sampling`` docstring): with the
+            capped cosine schedule and eps-prediction keep "leading" (trailing / linspace start at
+            abar ~ 2e-9 and a weak eps model blows up); with v-prediction "trailing" is safe.
         mlp_ratio, dropout, pos: the Transformer blocks.
     """
 
@@ -70,8 +74,8 @@ class JointDiffusion(PretrainedMixin, nn.Module):
             raise ValueError(f"class_dropout must be in [0, 1), got {class_dropout}")
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
-        if timestep_spacing not in ("linspace", "leading", "trailing"):
-            raise ValueError(f"timestep_spacing must be 'linspace', 'leading' or 'trailing', got {timestep_spacing!r}")
+        if timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
         if input_perturbation < 0:
             raise ValueError(f"input_perturbation (gamma) must be >= 0, got {input_perturbation}; 0.1 is the usual value")
         self.config = dict(latent_dim=latent_dim, d_model=d_model, depth=depth, num_heads=num_heads, max_len=max_len,
@@ -82,8 +86,10 @@ class JointDiffusion(PretrainedMixin, nn.Module):
         self.latent_dim, self.max_len = latent_dim, max_len
         self.num_classes, self.class_dropout, self.null_class = num_classes, class_dropout, num_classes
         self.input_perturbation = input_perturbation
+        # The training schedule; every sampling scheduler is built from its config.
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                                             prediction_type=prediction_type, clip_sample=False)
+                                             prediction_type=prediction_type, clip_sample=False, thresholding=False,
+                                             variance_type="fixed_small", timestep_spacing=timestep_spacing)
 
         self.in_proj = nn.Linear(latent_dim, d_model)
         self.time_proj = Timesteps(TIME_FREQ_DIM, flip_sin_to_cos=True, downscale_freq_shift=0)
@@ -180,46 +186,42 @@ class JointDiffusion(PretrainedMixin, nn.Module):
                          f"(latents, labels) pair, got {type(batch).__name__}")
 
     # ------------------------------------------------------------------ sampling
-    def make_sampler(self, sampler: str = "ddim"):
-        """A fresh diffusers scheduler sharing the training schedule (multistep solvers keep state)."""
-        return make_latent_scheduler(sampler, self.noise_scheduler.config.num_train_timesteps,
-                                     self.config["beta_schedule"], self.config["prediction_type"],
-                                     self.config["timestep_spacing"])
+    def make_sampler(self, sampler: str = DEFAULT_SAMPLER):
+        """A fresh sampling scheduler: ``make_sampling_scheduler(self.noise_scheduler, sampler)``."""
+        return make_sampling_scheduler(self.noise_scheduler, sampler)
 
     @torch.no_grad()
     def generate(self, batch_size: int, length: int, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
-                 temperature: float = 1.0, num_steps: int = 50, sampler: str = "ddim",
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 temperature: float = 1.0, num_steps: int = DEFAULT_NUM_STEPS, sampler: str = DEFAULT_SAMPLER,
+                 generator: torch.Generator | None = None, eta: float = 0.0,
+                 temperature_mode: str = "mar") -> torch.Tensor:
         """Sample ``(batch_size, length, D)`` by denoising all positions jointly in ``num_steps`` steps.
 
-        ``temperature`` scales the initial noise x_T ~ N(0, temperature^2 I); ``cfg_scale != 1``
-        runs conditional and null-class branches as one 2B batch. Runs in eval mode without grad.
+        The shared ``reverse_diffusion`` loop. ``temperature`` tau: ``temperature_mode="mar"``
+        (default) keeps x_T ~ N(0, I) and scales the per-step noise, x_{t-1} = mu + tau sigma_t z_t;
+        "start_and_steps" also scales x_T. ``eta``: DDIM's stochasticity. ``cfg_scale != 1`` runs
+        conditional and null-class branches as one 2B batch. Runs in eval mode without grad.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 1 <= length <= self.max_len:
             raise ValueError(f"length={length} must be in 1..max_len={self.max_len}")
         N = self.noise_scheduler.config.num_train_timesteps
-        if not 1 <= num_steps <= N:
-            raise ValueError(f"num_steps must be in 1..{N} (the training steps), got {num_steps}")
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= N:
+            raise ValueError(f"num_steps must be an int in 1..{N} (the training steps), got {num_steps!r}")
         guided = check_guidance("JointDiffusion.generate", cfg_scale, temperature, labels, self.num_classes)
         if labels is not None and self.num_classes == 0:
             raise ValueError("labels were given to an unconditional JointDiffusion (num_classes=0); pass labels=None")
         device, dtype = self.in_proj.weight.device, self.in_proj.weight.dtype
         if self.num_classes > 0:
             labels = self._labels(labels, batch_size, device)
-            if guided:
-                labels = torch.cat([labels, torch.full_like(labels, self.null_class)])  # cond | null
-        scheduler = self.make_sampler(sampler)
-        scheduler.set_timesteps(num_steps, device=device)
-        x = torch.randn(batch_size, length, self.latent_dim, generator=generator, device=device, dtype=dtype)
-        x = x * temperature * scheduler.init_noise_sigma
+        if guided:
+            pair = torch.cat([labels, torch.full_like(labels, self.null_class)])  # cond | null
+            denoise = classifier_free_guidance(lambda x2, t2: self(x2, t2, pair), cfg_scale)
+        else:
+            denoise = lambda x, t: self(x, t, labels)  # noqa: E731
         with eval_mode(self):
-            for t in scheduler.timesteps:
-                x_in = scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
-                out = self(x_in, t, labels)
-                if guided:
-                    cond, uncond = out.chunk(2)
-                    out = uncond + cfg_scale * (cond - uncond)
-                x = scheduler.step(out, t, x, generator=generator).prev_sample
-        return x
+            return reverse_diffusion(denoise, self.noise_scheduler, (batch_size, length, self.latent_dim),
+                                     sampler=sampler, num_steps=num_steps, temperature=temperature,
+                                     temperature_mode=temperature_mode, eta=eta, generator=generator,
+                                     device=device, dtype=dtype)
