@@ -8,7 +8,7 @@
 Config: latentar/configs/exposure_compare.yaml (model, trainer and one ``strategies.<name>`` node per
 strategy, each a ``latentar/configs/strategy`` config). Data: digits latents from a saved tokenizer
 (``tok.ar_latents`` of the fixed train / test split, raster order, class labels) or, without one, a
-Gauss-Markov toy (``latentar.exposure.gauss_markov``). Every (strategy, seed) cell trains from the
+Gauss-Markov toy (``latentar.data.gauss_markov``). Every (strategy, seed) cell trains from the
 same initialisation with the same Trainer budget, then reports the held-out teacher-forced NLL and
 the exposure meter (``exposure_curve``). Outputs in ``out_dir``: ``results.csv`` (one row per cell,
 resumable through SweepRunner), ``results.md`` (mean ± std over seeds), ``exposure.png`` (FD per
@@ -51,7 +51,7 @@ def load_latents(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor | None, to
                 z = tok.to_sequence(tok.ar_latents(x, generator=torch.Generator().manual_seed(seed)))
             out += [z.float(), y]
         return tuple(out)
-    from latentar.exposure.gauss_markov import GaussMarkov
+    from latentar.data.gauss_markov import GaussMarkov
     toy = cfg.latents.toy
     proc = GaussMarkov(dim=toy.dim, length=toy.length, a=toy.a, theta=toy.theta)
     return (proc.sample(toy.num_train, torch.Generator().manual_seed(0)), None,

@@ -7,7 +7,7 @@ from torch.utils.data import Dataset
 
 from latentar.data import SeqTask
 from latentar.exposure import BASH, ExposureTask
-from latentar.exposure.gauss_markov import GaussMarkov, GaussMarkovModel
+from latentar.data.gauss_markov import GaussMarkov, GaussMarkovModel
 from latentar.models import LatentAR
 from latentar.models.char_lm import CharLM
 from latentar.train import Trainer

@@ -8,7 +8,7 @@ import torch
 
 from latentar import cli
 from latentar.data.toys import length2_joint, product_of_marginals
-from latentar.exposure.huszar import PairLM, kl, run_huszar
+from latentar.demos.huszar import PairLM, kl, run_huszar
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from latentar.data import SeqTask
+from latentar.data.gauss_markov import GaussMarkov, GaussMarkovModel
 from latentar.exposure import exposure_curve
-from latentar.exposure.gauss_markov import GaussMarkov, GaussMarkovModel
 from latentar.models import LatentAR
 from latentar.models.char_lm import CharLM
 

@@ -17,15 +17,6 @@ from latentar.heads import HEADS, DiffusionHead, GMMHead, MSEHead, build_head
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 CONFIG_DIR = Path(heads_pkg.__file__).resolve().parent.parent / "configs" / "head"
 
 
@@ -114,16 +105,80 @@ def test_gmm_temperature_halves_within_component_std():
 
 
 def test_gmm_logit_temperature_sharpens_mixture_weights():
+    """pi_k ∝ pi_k^(1/tau) for logit_temperature tau; GIVT's temperature_probs t gives pi_k ∝ pi_k^t."""
     head = GMMHead(dim=1, cond_dim=1, num_mixtures=2, min_scale=1e-3)
     with torch.no_grad():
         head.out.bias[:2] = torch.tensor([0.0, math.log(3.0)])             # pi = (1/4, 3/4)
         head.out.bias[2:4] = torch.tensor([-5.0, 5.0])
-    cond = torch.zeros(40_000, 1)
+    n = 40_000
+    cond = torch.zeros(n, 1)
     g = torch.Generator().manual_seed(0)
-    frac = {lt: (head.sample(cond, logit_temperature=lt, generator=g) > 0).double().mean().item() for lt in (1.0, 0.5, 0.0)}
-    assert abs(frac[1.0] - 0.75) < 0.01                                     # p = 3/4
-    assert abs(frac[0.5] - 0.9) < 0.01                                      # softmax(2 logits): 9/10
-    assert frac[0.0] == 1.0                                                 # argmax
+
+    def share(**kw):  # share of draws from the component at +5
+        return (head.sample(cond, generator=g, **kw) > 0).double().mean().item()
+
+    def expected(power):  # (3/4)^power / ((1/4)^power + (3/4)^power)
+        return 0.75 ** power / (0.25 ** power + 0.75 ** power)
+
+    tol = lambda p: 5 * math.sqrt(p * (1 - p) / n) + 1e-12
+    for kw, p in [({}, 0.75), ({"logit_temperature": 0.5}, expected(2)), ({"logit_temperature": 2.0}, expected(0.5)),
+                  ({"temperature_probs": 2.0}, expected(2)), ({"temperature_probs": 0.5}, expected(0.5)),
+                  ({"temperature_probs": 0.0}, 0.5)]:
+        assert abs(share(**kw) - p) < tol(p), (kw, p)
+    assert share(logit_temperature=0.0) == 1.0                              # tau = 0: argmax
+    with pytest.raises(ValueError, match="not both"):
+        head.sample(cond, logit_temperature=0.5, temperature_probs=2.0)
+    with pytest.raises(ValueError, match="temperature_probs"):
+        head.sample(cond, temperature_probs=-1.0)
+
+
+def _gmm_reference(logits, loc, scale):
+    """The mixture built by hand from its parameters (k logits, (k, d) locs, (k, d) stds)."""
+    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+    return MixtureSameFamily(Categorical(logits=logits), Independent(Normal(loc, scale), 1))
+
+
+def _gmm_assert_sample_moments(x, ref, z=5.0):
+    """Sample mean and per-dim variance of x (n, d) against ref's exact ones, within z standard errors.
+
+    SE of the mean: sqrt(var / n); SE of the variance: sqrt((m4 - var^2) / n), with the mixture's
+    central fourth moment m4 = sum_k pi_k (delta^4 + 6 delta^2 sigma^2 + 3 sigma^4), delta = mu_k - mean."""
+    n = x.shape[0]
+    pi = ref.mixture_distribution.probs
+    loc, std = ref.component_distribution.base_dist.loc, ref.component_distribution.base_dist.scale
+    mean, var = ref.mean, ref.variance
+    delta = loc - mean
+    m4 = (pi[..., None] * (delta ** 4 + 6 * delta ** 2 * std ** 2 + 3 * std ** 4)).sum(-2)
+    se_mean, se_var = (var / n).sqrt(), ((m4 - var ** 2) / n).sqrt()
+    assert ((x.mean(0) - mean).abs() < z * se_mean).all(), ((x.mean(0) - mean) / se_mean)
+    assert ((x.var(0) - var).abs() < z * se_var).all(), ((x.var(0) - var) / se_var)
+
+
+def test_gmm_tempered_density_and_samples_match_hand_built_mixture():
+    """temperature t: sigma_k -> t sigma_k (GIVT: scales * t); logit_temperature tau: logits / tau;
+    GIVT's temperature_probs g: logits * g. Each checked as a hand-built torch.distributions mixture."""
+    torch.manual_seed(2)
+    head = GMMHead(dim=2, cond_dim=4, num_mixtures=3).double()
+    _randomise(head, std=0.8, seed=4)
+    cond = torch.randn(6, 4, dtype=torch.float64)
+    points = torch.randn(6, 2, dtype=torch.float64) * 2
+    logits, loc, scale = head.params(cond)
+    t, tau, g = 0.6, 0.5, 3.0
+    cases = [(dict(temperature=t, logit_temperature=tau), _gmm_reference(logits / tau, loc, t * scale)),
+             (dict(temperature=t, temperature_probs=g), _gmm_reference(logits * g, loc, t * scale)),
+             (dict(temperature=t, temperature_probs=1 / tau), _gmm_reference(logits / tau, loc, t * scale))]
+    for kw, ref in cases:
+        torch.testing.assert_close(head.distribution(cond, **kw).log_prob(points), ref.log_prob(points),
+                                   rtol=1e-12, atol=1e-12)
+    # sampling draws from the same densities: moments at cond[0], large n
+    n = 200_000
+    for seed, (kw, ref) in enumerate(cases[:2]):
+        x = head.sample(cond[:1].expand(n, 4), generator=torch.Generator().manual_seed(7 + seed), **kw)
+        _gmm_assert_sample_moments(x, _gmm_reference(ref.mixture_distribution.logits[0],
+                                                     ref.component_distribution.base_dist.loc[0],
+                                                     ref.component_distribution.base_dist.scale[0]))
+    with pytest.raises(ValueError, match="temperature"):
+        head.distribution(cond, temperature=0.0)
 
 
 # ------------------------------------------------------------------------------ diffusion
@@ -189,29 +244,19 @@ def test_diffusion_loss_at_init_is_target_second_moment():
     assert abs(loss.mean().item() - 1.0) < 0.08      # mean of 8192 chi2_1 draws: sd 0.016
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver"])
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_diffusion_samplers_run_and_are_finite(sampler, prediction_type):
-    head = _small("diffusion", prediction_type=prediction_type)
-    _randomise(head, std=0.1)
-    cond = torch.randn(2, 3, 8)
-    x = head.sample(cond, sampler=sampler, num_steps=8, generator=torch.Generator().manual_seed(0))
-    assert x.shape == (2, 3, 3) and torch.isfinite(x).all()
-    again = head.sample(cond, sampler=sampler, num_steps=8, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(x, again, rtol=0, atol=0)                      # reproducible
-    x2 = head.sample(cond[0], sampler=sampler, num_steps=8, generator=torch.Generator().manual_seed(0))
-    assert x2.shape == (3, 3)
-
-
-def test_diffusion_temperature_scales_start_and_step_noise():
+# Sampler outputs against a hand-written diffusers loop, and the MAR temperature convention:
+# tests/test_diffusion_sampling.py.
+def test_diffusion_temperature_start_and_steps_mode_scales_x_T_and_step_noise():
+    """The opt-in old convention: x_T = tau z_T and every per-step noise scaled by tau."""
     head = DiffusionHead(dim=2, cond_dim=2, width=8, depth=1)      # untrained: eps_hat = 0, linear in noise
     cond = torch.zeros(3, 2)
     for sampler, eta in (("ddpm", 0.0), ("ddim", 1.0), ("dpmsolver", 0.0), ("ddim", 0.0)):
-        a = head.sample(cond, temperature=1.0, sampler=sampler, num_steps=5, eta=eta, generator=torch.Generator().manual_seed(2))
-        b = head.sample(cond, temperature=0.5, sampler=sampler, num_steps=5, eta=eta, generator=torch.Generator().manual_seed(2))
+        kw = dict(sampler=sampler, num_steps=5, eta=eta, temperature_mode="start_and_steps")
+        a = head.sample(cond, temperature=1.0, generator=torch.Generator().manual_seed(2), **kw)
+        b = head.sample(cond, temperature=0.5, generator=torch.Generator().manual_seed(2), **kw)
         # with eps_hat = 0 every update is linear in (x_T, step noises), all scaled by tau
         torch.testing.assert_close(b, 0.5 * a, rtol=1e-5, atol=1e-6)
-        z = head.sample(cond, temperature=0.0, sampler=sampler, num_steps=5, eta=eta, generator=torch.Generator().manual_seed(2))
+        z = head.sample(cond, temperature=0.0, generator=torch.Generator().manual_seed(2), **kw)
         assert torch.equal(z, torch.zeros_like(z))
 
 
@@ -259,16 +304,70 @@ def test_mse_cfg_extrapolates_the_mean():
                                head.mean(u) + 2.5 * (head.mean(c) - head.mean(u)))
 
 
-def test_gmm_cfg_guides_logits_and_means_keeps_scales():
-    head = _small("gmm", num_mixtures=3)
-    _randomise(head)
-    c, u = torch.randn(5, 8), torch.randn(5, 8)
-    dist = head.distribution(c, cond_uncond=u, cfg_scale=2.0)
+def test_gmm_cfg_guided_mixture_matches_hand_built_distribution():
+    """Documented guidance: logits l_u + s (l_c - l_u), means mu_u + s (mu_c - mu_u), stds sigma_c,
+    then the temperatures. The head's guided log-density and its guided samples are checked against
+    that mixture built by hand with torch.distributions."""
+    torch.manual_seed(3)
+    head = GMMHead(dim=2, cond_dim=8, num_mixtures=3).double()
+    _randomise(head, std=0.5, seed=5)
+    c, u = torch.randn(5, 8, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
+    s, t, tau = 2.0, 0.8, 0.7
     lc, mc, sc = head.params(c)
     lu, mu, _ = head.params(u)
-    torch.testing.assert_close(dist.mixture_distribution.logits, (lu + 2 * (lc - lu)).log_softmax(-1))
-    torch.testing.assert_close(dist.component_distribution.base_dist.loc, mu + 2 * (mc - mu))
-    torch.testing.assert_close(dist.component_distribution.base_dist.scale, sc)
+    ref = _gmm_reference((lu + s * (lc - lu)) / tau, mu + s * (mc - mu), t * sc)
+    points = torch.randn(4, 5, 2, dtype=torch.float64) * 2
+    got = head.distribution(c, cond_uncond=u, cfg_scale=s, temperature=t, logit_temperature=tau).log_prob(points)
+    torch.testing.assert_close(got, ref.log_prob(points), rtol=1e-12, atol=1e-12)
+    # guidance changes the density (the check is not trivially the conditional one)
+    assert (got - head.distribution(c, temperature=t, logit_temperature=tau).log_prob(points)).abs().max() > 0.1
+    # guided sampling: row 0 repeated n times, moments against the hand-built mixture
+    n = 200_000
+    x = head.sample(c[:1].expand(n, 8), cond_uncond=u[:1].expand(n, 8), cfg_scale=s, temperature=t,
+                    logit_temperature=tau, generator=torch.Generator().manual_seed(9))
+    _gmm_assert_sample_moments(x, _gmm_reference(ref.mixture_distribution.logits[0],
+                                                 ref.component_distribution.base_dist.loc[0],
+                                                 ref.component_distribution.base_dist.scale[0]))
+
+
+def test_gmm_cfg_is_density_guidance_when_components_are_shared():
+    """Where the docstring calls the rule exact: (a) one component, scale independent of cond: the
+    guided density is p_c^s p_u^(1-s) renormalised (numerical integration on a grid); (b) locs and
+    scales independent of cond: guided samples pick component k with probability ∝ pi_c,k^s pi_u,k^(1-s)."""
+    s = 2.5
+    # (a) k = 1, dim = 1: only the mean depends on cond
+    head = GMMHead(dim=1, cond_dim=2, num_mixtures=1).double()
+    with torch.no_grad():
+        head.out.weight.zero_()
+        head.out.weight[1] = torch.tensor([0.7, -0.4], dtype=torch.float64)   # loc row
+        head.out.bias[2] = 0.3                                                 # raw scale -> sigma ~ 0.85
+    c, u = torch.tensor([[1.0, 0.5]], dtype=torch.float64), torch.tensor([[-0.5, 1.0]], dtype=torch.float64)
+    grid = torch.linspace(-15, 15, 30_001, dtype=torch.float64)[:, None, None]  # (G, 1, 1)
+    log_c = head.distribution(c).log_prob(grid)[:, 0]
+    log_u = head.distribution(u).log_prob(grid)[:, 0]
+    unnorm = s * log_c + (1 - s) * log_u
+    dx = float(grid[1] - grid[0])
+    log_ref = unnorm - (torch.logsumexp(unnorm, 0) + math.log(dx))
+    guided = head.distribution(c, cond_uncond=u, cfg_scale=s).log_prob(grid)[:, 0]
+    keep = log_ref > -20
+    torch.testing.assert_close(guided[keep], log_ref[keep], rtol=0, atol=1e-6)
+    # (b) k = 3 well-separated fixed components, only the logits depend on cond
+    head = GMMHead(dim=1, cond_dim=2, num_mixtures=3, min_scale=1e-3).double()
+    with torch.no_grad():
+        head.out.weight.zero_()
+        head.out.weight[:3] = torch.tensor([[0.5, -0.2], [-0.3, 0.4], [0.1, 0.6]], dtype=torch.float64)
+        head.out.bias[3:6] = torch.tensor([-10.0, 0.0, 10.0], dtype=torch.float64)
+    pi_c = head.distribution(c).mixture_distribution.probs[0]
+    pi_u = head.distribution(u).mixture_distribution.probs[0]
+    w = pi_c ** s * pi_u ** (1 - s)
+    w = w / w.sum()
+    n = 60_000
+    x = head.sample(c.expand(n, 2), cond_uncond=u.expand(n, 2), cfg_scale=s,
+                    generator=torch.Generator().manual_seed(11))[:, 0]
+    freq = torch.stack([(x < -5).double().mean(), ((x > -5) & (x < 5)).double().mean(), (x > 5).double().mean()])
+    se = (w * (1 - w) / n).sqrt()
+    assert ((freq - w).abs() < 5 * se).all(), (freq, w)
+    assert (w - pi_c).abs().max() > 0.05                                       # guidance moved the weights
 
 
 def test_diffusion_cfg_mixes_model_output_per_step():

@@ -76,26 +76,32 @@ def test_labels_are_masked_exactly_where_the_correction_agrees_with_the_free_run
 
 
 def test_rac_loss_is_sft_plus_indicator_weighted_correction_nll():
+    """Eqs. 1, 6-7: J = (1/B) sum_rows [S_SFT + S_RAC] with per-row sums over answer positions,
+    S_RAC = sum_j 1[zbar^j != z^j] NLL(zbar^j | x, z^<j). The implementation divides both sums by the
+    SFT batch's answer-token count n: loss = (B / n) J, so the ratio of the two terms is the paper's.
+    The pool row has a different answer length from the SFT row, so a per-pool count would differ."""
     torch.manual_seed(0)
     model = CharLM(d_model=32, depth=1, num_heads=2, max_len=24).eval()
-    tokens, mask = seq_batch("abcd", "dcba", pad=1)
-    z, zbar = tokens.clone(), tokens.clone()
-    ans = mask[0].nonzero().flatten()
-    z[0, ans] = torch.tensor(ids("dcab") + [EOS])
-    zbar[0, ans] = torch.tensor(ids("dcba") + [EOS])
+    tokens, mask = seq_batch("abcd", "dcba", pad=1)                      # SFT row: 5 answer tokens
+    z, pmask = seq_batch("ab", "bac", pad=0)                             # pool row: 4 answer tokens
+    zbar = z.clone()
+    ans = pmask[0].nonzero().flatten()
+    zbar[0, ans] = torch.tensor(ids("abc") + [EOS])                      # corrects positions 0 and 1
     rac = RAC(warmup_steps=0)
-    rac.pool = {"context": z, "labels": zbar, "loss_mask": mask & (z != zbar), "answer_tokens": mask.sum(1)}
+    rac.pool = {"context": z, "labels": zbar, "loss_mask": pmask & (z != zbar)}
     rac.last_regen = {}
     loss, metrics = rac.loss(model, tokens, loss_mask=mask)
-    # independent float64 recompute: J_SFT = mean NLL of y over answer tokens;
-    # J_RAC = sum_j 1[zbar^j != z^j] NLL(zbar^j | x, z^<j) over the same count
+    # independent float64 recompute of the paper's per-sequence sums
     lp_y = torch.log_softmax(model(tokens).double(), -1).gather(-1, tokens[..., None])[..., 0]
     lp_c = torch.log_softmax(model(z).double(), -1).gather(-1, zbar[..., None])[..., 0]
-    j_sft = -(lp_y * mask).sum() / mask.sum()
-    j_rac = -(lp_c * (mask & (z != zbar))).sum() / mask.sum()
+    s_sft = -(lp_y * mask).sum()
+    s_rac = -(lp_c * (pmask & (z != zbar))).sum()
+    B, n = tokens.shape[0], int(mask.sum())
+    assert int((pmask & (z != zbar)).sum()) == 2 and int(pmask.sum()) != n
+    j_paper = (s_sft + s_rac) / B
     assert metrics["rac_active"] == 1.0
-    assert loss.item() == pytest.approx((j_sft + j_rac).item(), rel=1e-5)
-    assert metrics["rac"] == pytest.approx(j_rac.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((B / n * j_paper).item(), rel=1e-5)
+    assert metrics["rac"] / metrics["sft"] == pytest.approx((s_rac / s_sft).item(), rel=1e-5)
 
 
 def test_batched_relabel_equals_row_by_row_argmax():

@@ -1,10 +1,12 @@
-"""Offline data: digits, an espeak-ng speech corpus, wav folders, toys, seq tasks, a text corpus.
+"""Offline data: digits, an espeak-ng speech corpus, wav folders, toys, seq tasks, a text corpus,
+and a Gauss-Markov latent process with its exact (or biased) model.
 
 Nothing here downloads; see each module's docstring for the exact content and splits.
 """
 from latentar.data.audio_io import AudioFileError, fix_length, read_audio
 from latentar.data.cache import cache_dir
 from latentar.data.digits import DigitsDataset, load_digits
+from latentar.data.gauss_markov import GaussMarkov, GaussMarkovModel
 from latentar.data.seq_tasks import (BOS, EOS, PAD, SEP, TASKS, VOCAB_SIZE, SeqTask, answers_exact_match,
                                      decode_ids, encode_bytes, solve)
 from latentar.data.speech import SpeechCorpus, synthesize
@@ -26,4 +28,5 @@ __all__ = [
     "SeqTask", "solve", "encode_bytes", "decode_ids", "answers_exact_match",
     "PAD", "BOS", "SEP", "EOS", "VOCAB_SIZE", "TASKS",
     "TextCorpus", "stdlib_corpus", "text_snippets",
+    "GaussMarkov", "GaussMarkovModel",
 ]

@@ -14,8 +14,11 @@ warm-up trains on
     J = J_SFT + J_RAC,   J_SFT = - sum_j log p(y^j | x, y^{<j})                         (the batch)
                          J_RAC = - sum_j 1[zbar^j != z^j] log p(zbar^j | x, z^{<j})     (Eq. 7, a pool batch)
 
-Both are sums over answer positions; here both are divided by the same count (the answer tokens of
-the batch), so their ratio is the paper's: J_RAC is small when few tokens need correcting.
+Normalisation: Eqs. 1 and 7 both average per-sequence sums over sequences (1 / |D| and 1 / |D_r|).
+Here the SFT batch and the pool batch have the same number of rows B, and both sums are divided by
+one count, n = the trained (answer) tokens of the SFT batch (``model.loss``'s "mean"):
+J = (S_SFT + rac_weight S_RAC) / n = (B / n) (paper's J), a positive factor that leaves the ratio of
+the two terms the paper's. J_RAC is small when few tokens need correcting.
 Positions where the correction agrees with the free run carry no loss (the indicator), so the
 model is only ever pushed *away* from its own mistakes, towards what it would say knowing y.
 
@@ -264,7 +267,7 @@ class RAC(OfflinePoolStrategy):
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
         correct = answer & (zbar != z)  # the positions J_RAC trains on
-        self.pool = {"context": z, "labels": zbar, "loss_mask": correct, "answer_tokens": answer.sum(1)}
+        self.pool = {"context": z, "labels": zbar, "loss_mask": correct}
         n_answer = max(1, int(answer.sum()))
         self.last_regen = {
             "corrected_share": float(correct.sum()) / n_answer,
@@ -289,7 +292,7 @@ class RAC(OfflinePoolStrategy):
         idx = torch.randint(0, pool["context"].shape[0], (b.x.shape[0],), device=pool["context"].device)
         j_sum = model.loss(pool["labels"][idx], context=pool["context"][idx], loss_mask=pool["loss_mask"][idx],
                            reduction="sum")
-        j_rac = j_sum / pool["answer_tokens"][idx].sum().clamp_min(1)
+        j_rac = j_sum / trainable_mask(b.x, b.loss_mask).sum().clamp_min(1)  # sft's count (module docstring)
         metrics = {"sft": float(sft.detach()), "rac": float(j_rac.detach()), "rac_active": 1.0,
                    "rac_corrected_share": self.last_regen.get("corrected_share", float("nan")),
                    "rac_label_acc": self.last_regen.get("label_acc", float("nan"))}

@@ -17,8 +17,19 @@ never breaks the symmetry (the mixture stays one Gaussian). We therefore zero th
 the logit bias, set the scale bias so every sigma starts at ``init_scale``, and draw the loc bias
 from N(0, init_loc_std^2): a spread of starting means, as in k-means' random init.
 
-Sampling (GIVT): ``temperature`` multiplies every sigma; ``logit_temperature`` divides the mixture
-logits (0 picks the most likely component).
+Temperatures, against GIVT's ``get_pdf`` (big_vision, big_vision/models/proj/givt/givt.py at
+ce85a4a97032cab9e2e4418f42672852935fbe19; decode.py passes ``temp`` and ``temp_probs`` to it):
+
+* ``temperature = t`` multiplies every standard deviation after the floor, sigma_k -> t sigma_k
+  (variance t^2 sigma_k^2): GIVT's ``scales = scales * t`` after ``jnp.maximum(scales, scale_tol)``
+  (givt.py L678-680). Same convention.
+* ``logit_temperature = tau`` divides the mixture logits, pi_k ∝ exp(l_k / tau) (the usual softmax
+  temperature; tau = 0 picks the argmax component). GIVT instead multiplies them,
+  ``prob_logits = prob_logits * t`` (givt.py L670-671), so its ``temperature_probs`` t is an
+  inverse temperature, pi_k ∝ exp(t l_k) (t = 0 is uniform), equal to ours iff t = 1 / tau.
+  ``sample`` / ``distribution`` accept GIVT's knob as ``temperature_probs=t`` (with tau left at 1).
+
+Guidance (below) acts on the raw parameters first, then the temperatures.
 
 Classifier-free guidance, ``cfg_scale = s``: with conditional parameters (l_c, mu_c, sigma_c) and
 unconditional ones (l_u, mu_u, sigma_u) from the same output layer (so component k of both is the
@@ -103,6 +114,20 @@ class GMMHead(Head):
         scale = F.softplus(h[:, k + k * d:]).reshape(-1, k, d) + self.min_scale
         return logits, loc, scale
 
+    @staticmethod
+    def _tempered_logits(logits: torch.Tensor, logit_temperature: float,
+                         temperature_probs: float | None) -> torch.Tensor:
+        """Mixture logits after the weight temperature (module docstring): l / tau, or GIVT's l * t.
+        Callers handle tau = 0 (argmax) before calling."""
+        if temperature_probs is None:
+            return logits / logit_temperature
+        if logit_temperature != 1.0:
+            raise ValueError(f"GMMHead: pass logit_temperature (divides the logits) or temperature_probs (GIVT's, "
+                             f"multiplies them), not both; got {logit_temperature} and {temperature_probs}")
+        if not (math.isfinite(temperature_probs) and temperature_probs >= 0):
+            raise ValueError(f"GMMHead: temperature_probs must be a finite number >= 0, got {temperature_probs}")
+        return logits * temperature_probs
+
     def _sampling_params(self, cond, cond_uncond, cfg_scale):
         """Parameters after classifier-free guidance (module docstring); flattened cond in."""
         logits, loc, scale = self.params(cond)
@@ -113,21 +138,23 @@ class GMMHead(Head):
         return logits, loc, scale
 
     def distribution(self, cond: torch.Tensor, temperature: float = 1.0, logit_temperature: float = 1.0,
-                     cond_uncond: torch.Tensor | None = None, cfg_scale: float = 1.0) -> MixtureSameFamily:
+                     cond_uncond: torch.Tensor | None = None, cfg_scale: float = 1.0,
+                     temperature_probs: float | None = None) -> MixtureSameFamily:
         """The mixture as ``MixtureSameFamily(Categorical, Independent(Normal, 1))``.
 
         Batch shape is cond's leading shape ((B, T) or (N,)), event shape (dim,). ``temperature``,
-        ``logit_temperature`` and guidance act as in ``sample``, so ``sample`` draws from exactly
-        this distribution (``logit_temperature`` must be > 0 here).
+        ``logit_temperature``, ``temperature_probs`` and guidance act as in ``sample``, so ``sample``
+        draws from exactly this distribution and its ``log_prob`` is the guided, tempered log-density
+        (``temperature`` and ``logit_temperature`` must be > 0 here).
         """
-        self._check_temperature("temperature", temperature)
-        if not logit_temperature > 0:
-            raise ValueError(f"GMMHead.distribution: logit_temperature must be > 0, got {logit_temperature}")
+        for name, value in (("temperature", temperature), ("logit_temperature", logit_temperature)):
+            if not value > 0:  # a density needs sigma > 0; tau = 0 (argmax) has none
+                raise ValueError(f"GMMHead.distribution: {name} must be > 0, got {value}")
         c, lead = self._flatten_cond(cond)
         u = self._flatten_uncond(cond, cond_uncond, cfg_scale)
         logits, loc, scale = self._sampling_params(c, u, cfg_scale)
         k, d = self.num_mixtures, self.dim
-        logits = (logits / logit_temperature).reshape(*lead, k)
+        logits = self._tempered_logits(logits, logit_temperature, temperature_probs).reshape(*lead, k)
         loc = loc.reshape(*lead, k, d)
         scale = (scale * temperature).reshape(*lead, k, d)
         return MixtureSameFamily(Categorical(logits=logits), Independent(Normal(loc, scale), 1))
@@ -150,10 +177,11 @@ class GMMHead(Head):
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, temperature: float = 1.0, logit_temperature: float = 1.0,
                generator: torch.Generator | None = None, cond_uncond: torch.Tensor | None = None,
-               cfg_scale: float = 1.0) -> torch.Tensor:
+               cfg_scale: float = 1.0, temperature_probs: float | None = None) -> torch.Tensor:
         """Draw one token per position: cond (B, T, cond_dim) -> (B, T, dim).
 
         k ~ Categorical(softmax(logits / logit_temperature)) (argmax when logit_temperature == 0),
+        or softmax(logits * temperature_probs) when GIVT's ``temperature_probs`` is given;
         x = mu_k + temperature * sigma_k * z with z ~ N(0, I). The component is drawn before z,
         from the same generator, so two calls with equally seeded generators that differ only in
         ``temperature`` use the same k and z.
@@ -164,10 +192,10 @@ class GMMHead(Head):
         u = self._flatten_uncond(cond, cond_uncond, cfg_scale)
         logits, loc, scale = self._sampling_params(c, u, cfg_scale)
         n, d = loc.shape[0], self.dim
-        if logit_temperature == 0:
+        if logit_temperature == 0 and temperature_probs is None:
             idx = logits.argmax(-1)
         else:
-            probs = F.softmax(logits / logit_temperature, dim=-1)
+            probs = F.softmax(self._tempered_logits(logits, logit_temperature, temperature_probs), dim=-1)
             idx = torch.multinomial(probs, 1, generator=generator).squeeze(-1)   # (N,)
         gather = idx[:, None, None].expand(n, 1, d)
         loc_k = loc.gather(1, gather).squeeze(1)                                  # (N, d)
