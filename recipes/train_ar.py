@@ -2,10 +2,12 @@
 
     python recipes/train_ar.py tokenizer_dir=runs/tok/model model.head=gmm out_dir=runs/ar
 
-Loads the tokenizer, encodes the training split into posterior samples (``posterior_draws`` per
-example), trains with the shared Trainer (through the configured exposure strategy for AR models),
-generates class-conditional samples at each ``sample.cfg_scale``, decodes them and scores them
-against the test split (digits: classifier-feature FD and class accuracy; audio: log-mel FD).
+Loads the tokenizer (SigmaVAE, VAE or AE), encodes the training split with ``ar_latents``
+(``posterior_draws`` posterior samples per example; an AE's means), trains with the shared Trainer
+(through the configured exposure strategy for AR models), generates class-conditional samples at
+each ``sample.cfg_scale`` (every diffusion arm with ``sample.sampler`` / ``sample.sampling_steps``,
+every arm at ``sample.temperature``), decodes them and scores them against the test split (digits:
+classifier-feature FD and class accuracy; audio: log-mel FD).
 Outputs in ``out_dir``: ``model/`` (from_pretrained-able), ``results.json``, ``samples_cfg<X>.png``
 (wav files too for audio), ``exposure.png`` / ``exposure.json`` (AR models), ``train/`` (checkpoint,
 metrics.jsonl; a rerun resumes). Config: latentar/configs/train_ar.yaml.
@@ -20,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from latentar.exposure import ExposureTask
-from latentar.generation import encode_for_ar, held_out_exposure, sample_and_score
+from latentar.generation import SamplingConfig, encode_for_ar, held_out_exposure, sample_and_score
 from latentar.metrics.domains import make_domain
 from latentar.models import JointDiffusion
 from latentar.tokenizers import load_tokenizer
@@ -39,17 +41,19 @@ def run(cfg: DictConfig) -> dict:
     trainer = hydra.utils.instantiate(cfg.trainer)
     fit = trainer.fit(task, data)
     model.eval()
-    results = {"train_step": fit["step"], "train_loss": fit["loss"]}
+    sampling = SamplingConfig(cfg.sample.sampler, cfg.sample.sampling_steps, float(cfg.sample.temperature))
+    results = {"train_step": fit["step"], "train_loss": fit["loss"], **sampling.row()}
     for scale in cfg.sample.cfg_scale:
         if scale != 1.0 and not domain.num_classes:
             continue
         scores = sample_and_score(model, tok, domain, latents, cfg.sample.num_samples, scale, seed=cfg.sample.seed,
-                                  temperature=cfg.sample.temperature, sampling_steps=cfg.sample.sampling_steps,
+                                  sampling=sampling,
                                   samples_png=out / f"samples_cfg{scale:g}.png", title=f"cfg={scale:g}")
         results.update({f"{k}_cfg{scale:g}": v for k, v in scores.items()})
     if not isinstance(model, JointDiffusion):
         results.update(held_out_exposure(model, tok, domain, cfg.sample.seed, cfg.exposure.prefix_len,
-                                         cfg.exposure.num_samples, out / "exposure.json", out / "exposure.png"))
+                                         cfg.exposure.num_samples, out / "exposure.json", out / "exposure.png",
+                                         sampling=sampling))
     model.cpu().save_pretrained(out / "model")
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

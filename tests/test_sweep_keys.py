@@ -73,16 +73,29 @@ def _sweep(argv, out):
 
 def test_tokenizer_key_changes_with_what_changes_the_tokenizer(tmp_path):
     out = str(tmp_path / "s")
+    c0, c5 = ("sigma_vae", 0.0, None), ("sigma_vae", 0.5, None)
     base = _sweep(VARIANCE + ["--steps", "20"], out)
-    assert base.tokenizer_dir(0.0) == _sweep(VARIANCE + ["--steps", "30"], out).tokenizer_dir(0.0)
+    assert base.tokenizer_dir(c0) == _sweep(VARIANCE + ["--steps", "30"], out).tokenizer_dir(c0)
     other = _sweep(VARIANCE + ["--tok-steps", "21"], out)   # the last --tok-steps counts
-    assert base.tokenizer_dir(0.0) != other.tokenizer_dir(0.0)
-    assert base.tokenizer_dir(0.0) != base.tokenizer_dir(0.5)
-    assert base.tokenizer_dir(0.0) != _sweep(VARIANCE + ["--preset", "quick"], out).tokenizer_dir(0.0)  # batch size
-    assert base.tokenizer_dir(0.0).name.startswith("c_sigma=0-")
+    assert base.tokenizer_dir(c0) != other.tokenizer_dir(c0)
+    assert base.tokenizer_dir(c0) != base.tokenizer_dir(c5)
+    assert base.tokenizer_dir(c0) != _sweep(VARIANCE + ["--preset", "quick"], out).tokenizer_dir(c0)  # batch size
+    assert base.tokenizer_dir(c0).name.startswith("c_sigma=0-")
+    # the VAE's beta and the family key the tokenizer too; the AE has one
+    vae = [base.tokenizer_dir(("vae", None, b)) for b in (1e-3, 1e-2)] + [base.tokenizer_dir(("ae", None, None))]
+    assert len({*vae, base.tokenizer_dir(c0)}) == 4 and vae[0].name.startswith("vae_beta=0.001-")
     # and the cells' key follows the tokenizer's: other tokenizer settings, other cells
     cell = base.cells()[0]
     assert base.runner.cell_dir(cell) != other.runner.cell_dir(cell)
+    # the shared sampler setting changes every cell (not the tokenizers)
+    ddim = _sweep(VARIANCE + ["--steps", "20", "--sampler", "ddim"], out)
+    assert ddim.runner.cell_dir(cell) != base.runner.cell_dir(cell)
+    assert ddim.tokenizer_dir(c0) == base.tokenizer_dir(c0)
+    # adding a tokenizer family adds cells, it does not re-key the SigmaVAE's
+    both = _sweep(VARIANCE + ["--steps", "20", "--tokenizer", "sigma_vae,vae,ae", "--beta", "1e-3,1e-2"], out)
+    assert both.runner.cell_dir(cell) == base.runner.cell_dir(cell)
+    assert [(c["tokenizer"], c["c_sigma"], c["beta"]) for c in both.cells()] == [
+        ("sigma_vae", 0.0, None), ("vae", None, 1e-3), ("vae", None, 1e-2), ("ae", None, None)]
 
 
 def test_ip_sweep_keys_models_and_cells_by_train_steps(fits, tmp_path):

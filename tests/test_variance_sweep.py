@@ -3,8 +3,10 @@ import csv
 import shutil
 
 import pytest
+import torch
 
 from latentar import cli
+from latentar.metrics.domains import make_domain
 from latentar.sweeps import variance
 
 SMOKE = ["sweep", "variance", "--preset", "smoke", "--quiet", "--device", "cpu"]
@@ -30,10 +32,21 @@ def test_smoke_preset_end_to_end(smoke_run):
     assert [(r["c_sigma"], r["generator"], r["strategy"]) for r in rows] == [
         ("0.0", "gmm", "tf"), ("0.0", "joint", "tf"), ("0.5", "gmm", "tf"), ("0.5", "joint", "tf"), ("0.5", "gmm", "ss")]
     assert COLUMNS <= set(rows[0]), COLUMNS - set(rows[0])
+    # FD on the scale of two references scored by the same instrument at the same sample count:
+    # real train digits (the floor of a perfect generator) and N(0, 1) noise images (no generator).
+    domain = make_domain("digits")
+    g = torch.Generator().manual_seed(0)
+    n = variance.PRESETS["smoke"]["num_samples"]
+    floor = domain.score(domain.train_x[torch.randperm(len(domain.train_x), generator=g)[:n]], None)["fd"]
+    noise = domain.score(torch.randn(n, *domain.train_x.shape[1:], generator=g), None)["fd"]
     for r in rows:
-        assert float(r["fd_cfg1"]) >= 0 and float(r["fd_cfg3"]) >= 0
+        assert (r["sampler"], int(r["sampling_steps"]), float(r["temperature"])) == ("ddpm", 10, 1.0)
+        for key in ("fd_cfg1", "fd_cfg3"):
+            # the smoke budget (120 steps) leaves JointDiffusion short of competence: about noise level
+            assert floor < float(r[key]) < (noise if r["generator"] != "joint" else 1.25 * noise), (r, key, floor, noise)
+        assert 0 < float(r["recon_fd"]) < float(r["fd_cfg1"])  # the tokenizer's ceiling is below its samples
         if r["generator"] != "joint":
-            assert float(r["exposure_fd_own_mean"]) >= 0 and float(r["exposure_fd_gt_mean"]) >= 0
+            assert 0 < float(r["exposure_fd_gt_mean"]) < float(r["exposure_fd_own_mean"]) * 5 < 1e3
     for name in ("results.md", "fd_vs_c_sigma.png", "reconstruction_ceiling.png", "decoder_tolerance.png",
                  "exposure_curves.png"):
         assert (smoke_run / name).stat().st_size > 0, name
@@ -52,13 +65,19 @@ def test_interrupted_sweep_resumes_to_identical_csv(smoke_run, tmp_path, monkeyp
         calls.append(cell)
         return original(self, cell, cell_dir)
 
+    # the smoke preset's two GMM teacher-forcing cells (its tokenizers, CFG 1 only)
+    argv = SMOKE + ["--generators", "gmm", "--strategies", "tf", "--cfg", "1", "--out", str(out)]
     monkeypatch.setattr(variance.VarianceSweep, "run_cell", killed_after_first)
-    assert cli.main(SMOKE + ["--out", str(out)]) == 130  # the CLI reports the interrupt, exit 130
+    assert cli.main(argv) == 130  # the CLI reports the interrupt, exit 130
     monkeypatch.setattr(variance.VarianceSweep, "run_cell", original)
     assert len(read_rows(out / "results.csv")) == 1
-    assert cli.main(SMOKE + ["--out", str(out)]) == 0
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(read_rows(out / "results.csv")) == strip(read_rows(smoke_run / "results.csv"))
+    assert cli.main(argv) == 0
+    resumed = read_rows(out / "results.csv")
+    # the same cells of the uninterrupted smoke run (whose extra CFG scale is sampled after these)
+    straight = [r for r in read_rows(smoke_run / "results.csv") if (r["generator"], r["strategy"]) == ("gmm", "tf")]
+    assert [r["c_sigma"] for r in resumed] == [r["c_sigma"] for r in straight] == ["0.0", "0.5"]
+    for a, b in zip(resumed, straight):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: b[k] for k in a if k != "seconds"}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -74,6 +93,12 @@ def test_interrupted_sweep_resumes_to_identical_csv(smoke_run, tmp_path, monkeyp
     (["--cfg", "nan"], "--cfg must be a finite number"),
     (["--strategy-c-sigma", "nan"], "--strategy-c-sigma must be a finite number"),
     (["--device", "bogus"], "--device 'bogus'"),
+    (["--tokenizer", "sigma_vae,vqvae"], "unknown tokenizer 'vqvae'"),
+    (["--beta", "1e-3,-1"], "--beta must be"),
+    (["--sampler", "euler"], "invalid choice: 'euler'"),
+    (["--sampling-steps", "0"], "--sampling-steps must be an integer >= 1, got 0"),
+    (["--temperature", "inf"], "--temperature must be a finite number"),
+    (["--temperature", "0.9", "--sampler", "ddim"], "has no effect with sampler='ddim'"),
 ])
 def test_bad_options_get_clear_errors(args, message, capsys, tmp_path):
     assert cli.main(["sweep", "variance", "--preset", "smoke", "--out", str(tmp_path / "x")] + args) == 2
@@ -86,7 +111,49 @@ def test_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
         cli.main(["sweep", "variance", "--help"])
     text = capsys.readouterr().out
-    for opt in ("--c-sigma", "--generators", "--strategies", "--strategy-c-sigma", "--seeds", "--cfg", "--data",
+    for opt in ("--tokenizer", "--beta", "--sampler", "--sampling-steps", "--temperature", "--c-sigma", "--generators", "--strategies", "--strategy-c-sigma", "--seeds", "--cfg", "--data",
                 "--preset", "--out", "--device"):
         assert opt in text
     assert "other settings" in text  # --out says what a rerun with other settings does
+
+
+TINY = ["sweep", "variance", "--preset", "smoke", "--quiet", "--device", "cpu", "--strategies", "tf", "--cfg", "1",
+        "--tok-steps", "30", "--steps", "20"]
+
+
+def test_every_diffusion_arm_is_sampled_with_the_one_sampler(tmp_path, monkeypatch):
+    """The diffusion head and JointDiffusion of a cell are sampled (samples and exposure curves) by the
+    same scheduler class with the same number of steps: the --sampler / --sampling-steps setting."""
+    import diffusers
+    seen = []
+    for cls in (diffusers.DDPMScheduler, diffusers.DDIMScheduler, diffusers.DPMSolverMultistepScheduler):
+        original = cls.set_timesteps
+
+        def spy(self, num_inference_steps=None, *a, _original=original, **k):
+            seen.append((type(self).__name__, num_inference_steps))
+            return _original(self, num_inference_steps, *a, **k)
+        monkeypatch.setattr(cls, "set_timesteps", spy)
+    out = tmp_path / "s"
+    assert cli.main(TINY + ["--c-sigma", "0.5", "--generators", "diffusion,joint", "--sampler", "ddim",
+                            "--sampling-steps", "7", "--out", str(out)]) == 0
+    assert seen and set(seen) == {("DDIMScheduler", 7)}, set(seen)
+    rows = read_rows(out / "results.csv")
+    assert [r["generator"] for r in rows] == ["diffusion", "joint"]
+    assert all((r["sampler"], r["sampling_steps"]) == ("ddim", "7") for r in rows)
+
+
+def test_vae_and_ae_tokenizers_go_through_the_sweep(tmp_path):
+    """--tokenizer vae,ae: GIVT's KL-weight knob and the deterministic AE beside the SigmaVAE, on one plot."""
+    out = tmp_path / "s"
+    assert cli.main(TINY + ["--tokenizer", "sigma_vae,vae,ae", "--c-sigma", "0.5", "--beta", "1e-3,1e-1",
+                            "--generators", "gmm", "--out", str(out)]) == 0
+    rows = read_rows(out / "results.csv")
+    assert [(r["tokenizer"], r["c_sigma"], r["beta"]) for r in rows] == [
+        ("sigma_vae", "0.5", ""), ("vae", "", "0.001"), ("vae", "", "0.1"), ("ae", "", "")]
+    tokenizers = sorted(d.name.split("-")[0] for d in (out / "tokenizers").iterdir() if not d.name.startswith("."))
+    assert tokenizers == ["ae", "c_sigma=0.5", "vae_beta=0.001", "vae_beta=0.1"]
+    for r in rows:
+        assert float(r["fd_cfg1"]) > 0 and float(r["exposure_fd_own_mean"]) > 0
+    md = (out / "results.md").read_text()
+    assert "| vae |" in md and "| ae |" in md
+    assert (out / "fd_vs_c_sigma.png").stat().st_size > 0

@@ -198,7 +198,7 @@ def _per_position_fd(gen: torch.Tensor, ref: torch.Tensor, rows: torch.Tensor | 
 def exposure_curve(model: nn.Module, data: Any, prefix_len: int = 0, num_samples: int = 256,
                    labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                    train_data: Any = None, temperature: float = 1.0, batch_size: int = 256,
-                   cloud_size: int = 10000) -> ExposureCurve:
+                   cloud_size: int = 10000, sample_kw: dict[str, Any] | None = None) -> ExposureCurve:
     """Measure exposure bias of ``model`` on held-out ``data``; see the module docstring.
 
     Args:
@@ -214,6 +214,9 @@ def exposure_curve(model: nn.Module, data: Any, prefix_len: int = 0, num_samples
         temperature: sampling temperature (0 = greedy for tokens).
         batch_size: sequences generated at once.
         cloud_size: at most this many training latents in the cloud (a random subset).
+        sample_kw: further sampler settings for ``generate`` and ``predict_parallel`` (e.g. a
+            diffusion head's ``sampler`` and ``num_steps``), so both curves, and every arm of a
+            comparison, are sampled alike (``latentar.generation.SamplingConfig.kwargs``).
     """
     held = _as_batch(data, labels).to(torch.device("cpu"))
     N, T = held.x.shape[:2]
@@ -235,7 +238,7 @@ def exposure_curve(model: nn.Module, data: Any, prefix_len: int = 0, num_samples
     with eval_mode(model):
         for s in range(0, n, batch_size):
             part = sub.rows(torch.arange(s, min(n, s + batch_size))).to(device)
-            kw: dict[str, Any] = {"temperature": temperature}
+            kw: dict[str, Any] = {"temperature": temperature, **(sample_kw or {})}
             if part.labels is not None:
                 kw["labels"] = part.labels
             if generator is not None:

@@ -38,8 +38,9 @@ from torch.utils.data import TensorDataset
 
 from latentar.cliargs import ArgumentParser, UsageError, check_device, finite, out_dir, positive_int, unique
 from latentar.data.cache import build_once
-from latentar.generation import (LatentSequences, build_generator, encode_for_ar, held_out_exposure,
-                                 sample_and_score)
+from latentar.diffusion.sampling import SAMPLERS
+from latentar.generation import (LatentSequences, SamplingConfig, build_generator, encode_for_ar,
+                                 held_out_exposure, sample_and_score)
 from latentar.metrics.domains import make_domain
 from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table, parse_list, settings_key
 
@@ -53,17 +54,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(c_sigma=[0.0, 0.5], generators=["gmm", "joint"], strategies=["tf", "ss"], seeds=1,
                   cfg=[1.0, 3.0], tok_steps=150, gen_steps=120, d_model=64, depth=2, num_heads=4,
                   posterior_draws=2, num_samples=200, sampling_steps=10, batch_size=64, audio_seconds=0.5, lr=2e-3,
-                  diffusion_batch_mul=1, strategy_generators=["gmm"]),
+                  diffusion_batch_mul=1, strategy_generators=["gmm"], tokenizers=["sigma_vae"], beta=[1e-3],
+                  sampler="ddpm", temperature=1.0),
     "quick": dict(c_sigma=[0.0, 0.25, 0.5, 1.0], generators=["gmm", "diffusion", "joint"],
                   strategies=["tf", "ss", "noise"], seeds=2, cfg=[1.0, 3.0], tok_steps=400, gen_steps=400,
                   d_model=64, depth=2, num_heads=4, posterior_draws=4, num_samples=250, sampling_steps=10,
-                  batch_size=128, audio_seconds=1.0, lr=2e-3, diffusion_batch_mul=1, strategy_generators=["gmm"]),
+                  batch_size=128, audio_seconds=1.0, lr=2e-3, diffusion_batch_mul=1, strategy_generators=["gmm"],
+                  tokenizers=["sigma_vae"], beta=[1e-4, 1e-3, 1e-2], sampler="ddpm", temperature=1.0),
     "full": dict(c_sigma=[0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5], generators=["gmm", "diffusion", "joint"],
                  strategies=["tf", "ss", "noise", "bash"], seeds=3, cfg=[1.0, 2.0, 3.0, 4.0], tok_steps=4000,
                  gen_steps=6000, d_model=256, depth=6, num_heads=8, posterior_draws=8, num_samples=1000,
                  sampling_steps=50, batch_size=256, audio_seconds=2.0, lr=1e-3, diffusion_batch_mul=4,
-                 strategy_generators=["gmm", "diffusion"]),
+                 strategy_generators=["gmm", "diffusion"], tokenizers=["sigma_vae"], beta=[1e-5, 1e-4, 1e-3, 1e-2],
+                 sampler="ddpm", temperature=1.0),
 }
+# Tokenizer families and the knob each is swept along: SigmaVAE's fixed noise C_sigma (LatentLM),
+# the VAE's KL weight beta (GIVT's trade: higher beta, worse reconstruction, easier AR modelling),
+# and the deterministic AE (no knob: one point, the C_sigma = 0 end of both).
+TOKENIZERS = ("sigma_vae", "vae", "ae")
 
 
 @dataclass
@@ -76,6 +84,8 @@ class SweepConfig:
     generators: list[str] = field(default_factory=list)
     strategies: list[str] = field(default_factory=list)
     strategy_c_sigma: float = 0.5
+    tokenizers: list[str] = field(default_factory=lambda: ["sigma_vae"])
+    beta: list[float] = field(default_factory=list)
     seeds: int = 1
     cfg: list[float] = field(default_factory=list)
     budget: dict[str, Any] = field(default_factory=dict)
@@ -101,54 +111,83 @@ class VarianceSweep:
         return {"data": _data_key(self.cfg.data), "cfg": list(self.cfg.cfg), "budget": budget}
 
     # -- cells ------------------------------------------------------------------------------------
+    def points(self) -> list[dict[str, Any]]:
+        """The tokenizers of the sweep: ``{"tokenizer", "c_sigma", "beta"}``, the knob not swept for a
+        family left None (SigmaVAE along C_sigma, VAE along beta, AE a single point)."""
+        pts = []
+        for fam in self.cfg.tokenizers:
+            if fam == "sigma_vae":
+                pts += [{"tokenizer": fam, "c_sigma": c, "beta": None} for c in self.cfg.c_sigma]
+            elif fam == "vae":
+                pts += [{"tokenizer": fam, "c_sigma": None, "beta": b} for b in self.cfg.beta]
+            else:
+                pts.append({"tokenizer": fam, "c_sigma": None, "beta": None})
+        return pts
+
     def cells(self) -> list[dict[str, Any]]:
         cells = []
-        for c in self.cfg.c_sigma:
+        for p in self.points():
             for g in self.cfg.generators:
                 for s in range(self.cfg.seeds):
-                    cells.append(dict(zip(CELL_KEYS, (c, g, "tf", s))))
+                    cells.append({**p, "generator": g, "strategy": "tf", "seed": s})
+        if "sigma_vae" not in self.cfg.tokenizers:
+            return cells  # the strategies are compared on the SigmaVAE at --strategy-c-sigma
+        at = {"tokenizer": "sigma_vae", "c_sigma": self.cfg.strategy_c_sigma, "beta": None}
         strategy_gens = [g for g in self.cfg.generators if g in self.b["strategy_generators"]]
         for g in strategy_gens:
             for st in [st for st in self.cfg.strategies if st != "tf"]:
                 for s in range(self.cfg.seeds):
-                    cells.append({"c_sigma": self.cfg.strategy_c_sigma, "generator": g, "strategy": st, "seed": s})
+                    cells.append({**at, "generator": g, "strategy": st, "seed": s})
         if any(st != "tf" for st in self.cfg.strategies) and self.cfg.strategy_c_sigma not in self.cfg.c_sigma:
             for g in strategy_gens:
                 for s in range(self.cfg.seeds):
-                    cells.append({"c_sigma": self.cfg.strategy_c_sigma, "generator": g, "strategy": "tf", "seed": s})
+                    cells.append({**at, "generator": g, "strategy": "tf", "seed": s})
         return cells
 
-    # -- tokenizer (one per C_sigma and tokenizer settings, cached on disk) ------------------------
-    def tokenizer_settings(self, c_sigma: float) -> dict[str, Any]:
-        """Everything the tokenizer of ``c_sigma`` is built from: its constructor, its training, its data."""
+    def sampling(self):
+        """The one sampler setting of every arm (``SamplingConfig``): sampler, steps, temperature."""
+        return SamplingConfig(self.b["sampler"], self.b["sampling_steps"], float(self.b["temperature"]))
+
+    # -- tokenizer (one per point and tokenizer settings, cached on disk) -------------------------
+    @staticmethod
+    def point(cell: dict[str, Any]) -> tuple:
+        return (cell["tokenizer"], cell["c_sigma"], cell["beta"])
+
+    def tokenizer_settings(self, point: tuple) -> dict[str, Any]:
+        """Everything the tokenizer of ``point`` is built from: its class and constructor, its training, its data."""
+        fam, c_sigma, beta = point
         kw = dict(latent_dim=4) if self.task.modality == "image" else dict(latent_dim=16, mel_weight=1.0)
+        if fam == "sigma_vae":
+            kw["c_sigma"] = float(c_sigma)
+        elif fam == "vae":
+            kw["beta"] = float(beta)
         return {"data": _data_key(self.cfg.data), "audio_seconds": float(self.b["audio_seconds"]), "init_seed": 1000,
-                "model": dict(modality=self.task.modality, in_channels=self.task.in_channels,
-                              c_sigma=float(c_sigma), **kw),
+                "tokenizer": fam, "model": dict(modality=self.task.modality, in_channels=self.task.in_channels, **kw),
                 "train": dict(max_steps=self.b["tok_steps"], batch_size=self.b["batch_size"], lr=2e-3,
                               warmup_steps=20, seed=0)}
 
-    def tokenizer_dir(self, c_sigma: float) -> Path:
-        return self.out / "tokenizers" / f"c_sigma={c_sigma:g}-{settings_key(self.tokenizer_settings(c_sigma))}"
+    def tokenizer_dir(self, point: tuple) -> Path:
+        return self.out / "tokenizers" / f"{_point_name(point)}-{settings_key(self.tokenizer_settings(point))}"
 
-    def tokenizer(self, c_sigma: float):
-        """The SigmaVAE of ``c_sigma``, trained once into ``tokenizer_dir`` (atomically, under a lock,
+    def tokenizer(self, point: tuple):
+        """The tokenizer of ``point``, trained once into ``tokenizer_dir`` (atomically, under a lock,
         with its report beside it) and loaded from there; the Trainer checkpoint of an interrupted
         build waits beside the folder, so the next build resumes it."""
-        if c_sigma in self._tokenizers:
-            return self._tokenizers[c_sigma]
-        from latentar.tokenizers import SigmaVAE
+        if point in self._tokenizers:
+            return self._tokenizers[point]
+        from latentar.tokenizers import TOKENIZERS
         from latentar.train import Trainer
-        d, ts = self.tokenizer_dir(c_sigma), self.tokenizer_settings(c_sigma)
+        d, ts = self.tokenizer_dir(point), self.tokenizer_settings(point)
+        cls = TOKENIZERS[ts["tokenizer"]]
         train_dir = d.parent / f".{d.name}.train"
 
         def build(tmp: Path) -> None:
             torch.manual_seed(ts["init_seed"])
-            tok = SigmaVAE(**ts["model"])
+            tok = cls(**ts["model"])
             data = (TensorDataset(self.task.train_x, self.task.train_y) if self.task.train_y is not None
                     else TensorDataset(self.task.train_x))
             Trainer(**ts["train"], device=self.cfg.device, out_dir=train_dir, progress=self.progress, log_every=50,
-                    desc=f"tokenizer c_sigma={c_sigma:g}").fit(tok, data)
+                    desc=f"tokenizer {_point_name(point)}").fit(tok, data)
             tok.estimate_latent_scale(self.task.train_x.to(next(tok.parameters()).device))
             tok = tok.cpu().eval()
             tok.save_pretrained(tmp / "model")
@@ -157,8 +196,8 @@ class VarianceSweep:
             shutil.move(train_dir, tmp / "train")
 
         build_once(d, build, ready=lambda p: (p / "model" / "config.json").is_file() and (p / "report.json").is_file())
-        self._tokenizers[c_sigma] = SigmaVAE.from_pretrained(d / "model").cpu().eval()
-        return self._tokenizers[c_sigma]
+        self._tokenizers[point] = cls.from_pretrained(d / "model").cpu().eval()
+        return self._tokenizers[point]
 
     @torch.no_grad()
     def tokenizer_report(self, tok) -> dict[str, Any]:
@@ -169,12 +208,12 @@ class VarianceSweep:
         rep["recon_fd"] = self.task.score(recon, None)["fd"]
         return json.loads(json.dumps(rep, default=lambda o: o.tolist() if hasattr(o, "tolist") else float(o)))
 
-    def latents(self, c_sigma: float) -> LatentSequences:
-        """Training sequences: ``posterior_draws`` seeded posterior samples of the train split."""
-        if c_sigma not in self._latents:
-            self._latents[c_sigma] = encode_for_ar(self.tokenizer(c_sigma), self.task.train_x, self.task.train_y,
-                                                   draws=self.b["posterior_draws"], seed=7)
-        return self._latents[c_sigma]
+    def latents(self, point: tuple) -> LatentSequences:
+        """Training sequences: ``posterior_draws`` seeded draws of ``ar_latents`` of the train split."""
+        if point not in self._latents:
+            self._latents[point] = encode_for_ar(self.tokenizer(point), self.task.train_x, self.task.train_y,
+                                                 draws=self.b["posterior_draws"], seed=7)
+        return self._latents[point]
 
     # -- one cell ---------------------------------------------------------------------------------
     def strategy(self, name: str):
@@ -193,12 +232,12 @@ class VarianceSweep:
     def run_cell(self, cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         from latentar.exposure import ExposureTask
         from latentar.train import Trainer
-        lat = self.latents(cell["c_sigma"])
-        tok = self.tokenizer(cell["c_sigma"])
+        point = self.point(cell)
+        lat, tok, sampling = self.latents(point), self.tokenizer(point), self.sampling()
         torch.manual_seed(cell["seed"])
         model = build_generator(cell["generator"], lat.dim, lat.length, self.task.num_classes, d_model=self.b["d_model"],
                                 depth=self.b["depth"], num_heads=self.b["num_heads"],
-                                sampling_steps=self.b["sampling_steps"], diffusion_batch_mul=self.b["diffusion_batch_mul"])
+                                diffusion_batch_mul=self.b["diffusion_batch_mul"])
         data = lat.dataset()
         task = model if cell["generator"] == "joint" else ExposureTask(model, self.strategy(cell["strategy"]), data=data)
         trainer = Trainer(max_steps=self.b["gen_steps"], batch_size=self.b["batch_size"], lr=self.b["lr"],
@@ -207,20 +246,20 @@ class VarianceSweep:
                           seed=cell["seed"], log_every=25, desc=_short(cell), progress=self.progress)
         result = trainer.fit(task, data)
         model.eval()
-        tok_report = json.loads((self.tokenizer_dir(cell["c_sigma"]) / "report.json").read_text())
+        tok_report = json.loads((self.tokenizer_dir(point) / "report.json").read_text())
         row: dict[str, Any] = {"train_loss": result["loss"], "recon_psnr": tok_report.get("psnr", float("nan")),
-                               "recon_fd": tok_report["recon_fd"]}
+                               "recon_fd": tok_report["recon_fd"], **sampling.row()}
         for cfg_scale in self.cfg.cfg:
             if cfg_scale != 1.0 and not self.task.num_classes:
                 continue  # guidance needs classes
             png = cell_dir / "samples.png" if cfg_scale == self.cfg.cfg[0] else None
             scores = sample_and_score(model, tok, self.task, lat, self.b["num_samples"], cfg_scale,
-                                      seed=10_000 + cell["seed"], sampling_steps=self.b["sampling_steps"],
+                                      seed=10_000 + cell["seed"], sampling=sampling,
                                       samples_png=png, title=f"{_short(cell)} cfg={cfg_scale:g}")
             row.update({f"{k}_cfg{cfg_scale:g}": v for k, v in scores.items()})
         if cell["generator"] != "joint":
             row.update(held_out_exposure(model, tok, self.task, cell["seed"], num_samples=self.b["num_samples"],
-                                         json_path=cell_dir / "exposure.json"))
+                                         json_path=cell_dir / "exposure.json", sampling=sampling))
         model.cpu()
         return row
 
@@ -229,13 +268,17 @@ class VarianceSweep:
         metrics = sorted({k for r in rows for k in r if k.startswith(("fd_", "class_acc_", "exposure_"))}
                          | {"recon_psnr", "recon_fd", "train_loss"})
         metrics = [m for m in metrics if any(m in r for r in rows)]
-        agg = aggregate(rows, by=["c_sigma", "generator", "strategy"], metrics=metrics)
-        shown = ["c_sigma", "generator", "strategy", "n"] + [f"{m}_{s}" for m in metrics if not m.startswith("exposure")
-                                                             and m != "train_loss" for s in ("mean", "std")]
+        by = ["tokenizer", "c_sigma", "beta", "generator", "strategy"]
+        agg = aggregate(rows, by=by, metrics=metrics)
+        shown = by + ["n"] + [f"{m}_{s}" for m in metrics if not m.startswith("exposure")
+                              and m != "train_loss" for s in ("mean", "std")]
+        sm = self.sampling()
         md = [f"# Variance sweep ({self.cfg.preset} preset, data={self.cfg.data})\n",
-              "FD: lower is better; `cfgX` = classifier-free guidance scale X; mean ± std over seeds.\n",
-              markdown_table(agg, columns=shown)]
-        strat = [r for r in agg if r["c_sigma"] == self.cfg.strategy_c_sigma and r["generator"] != "joint"]
+              "FD: lower is better; `cfgX` = classifier-free guidance scale X; mean ± std over seeds. Every arm is "
+              f"sampled alike: sampler {sm.sampler}, {sm.num_steps} steps (diffusion arms), temperature "
+              f"{sm.temperature:g}.\n", markdown_table(agg, columns=shown)]
+        strat = [r for r in agg if r["tokenizer"] == "sigma_vae" and r["c_sigma"] == self.cfg.strategy_c_sigma
+                 and r["generator"] != "joint"]
         if len({r["strategy"] for r in strat}) > 1:
             cols = ["generator", "strategy", "n"] + [f"{m}_{s}" for m in metrics
                                                      if m.startswith(("fd_", "exposure")) for s in ("mean", "std")]
@@ -244,57 +287,79 @@ class VarianceSweep:
         self.plot(agg)
 
     def plot(self, agg: list[dict[str, Any]]) -> None:
+        """fd_vs_c_sigma.png: FD against C_sigma (SigmaVAE, solid, bottom axis) and against the KL
+        weight beta (VAE, dashed, top log axis), the AE as a dotted level; one panel per CFG scale."""
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         tf = [r for r in agg if r["strategy"] == "tf"]
         cfgs = [c for c in self.cfg.cfg if any(f"fd_cfg{c:g}_mean" in r for r in tf)]
-        fig, axes = plt.subplots(1, len(cfgs), figsize=(4.2 * len(cfgs), 3.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(cfgs), figsize=(4.6 * len(cfgs), 3.8), squeeze=False)
+        colors = {g: f"C{i}" for i, g in enumerate(self.cfg.generators)}
         for ax, c in zip(axes[0], cfgs):
+            key = f"fd_cfg{c:g}"
+            top = ax.twiny() if "vae" in self.cfg.tokenizers else None
             for gen in self.cfg.generators:
-                pts = sorted((r["c_sigma"], r[f"fd_cfg{c:g}_mean"], r[f"fd_cfg{c:g}_std"]) for r in tf if r["generator"] == gen)
-                if pts:
-                    xs, ys, es = zip(*pts)
-                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=GEN_LABELS.get(gen, gen))
-            ax.set_xlabel("tokenizer C_sigma")
+                mine = [r for r in tf if r["generator"] == gen]
+                sig = sorted((r["c_sigma"], r[f"{key}_mean"], r[f"{key}_std"]) for r in mine if r["tokenizer"] == "sigma_vae")
+                if sig:
+                    xs, ys, es = zip(*sig)
+                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colors[gen],
+                                label=f"{GEN_LABELS.get(gen, gen)}, SigmaVAE")
+                vae = sorted((r["beta"], r[f"{key}_mean"], r[f"{key}_std"]) for r in mine if r["tokenizer"] == "vae")
+                if vae and top is not None:
+                    xs, ys, es = zip(*vae)
+                    top.errorbar(xs, ys, yerr=es, marker="s", capsize=3, linestyle="--", color=colors[gen],
+                                 label=f"{gen}, VAE (top axis: beta)")
+                for r in mine:
+                    if r["tokenizer"] == "ae":
+                        ax.axhline(r[f"{key}_mean"], linestyle=":", color=colors[gen], label=f"{gen}, AE")
+            if top is not None:
+                top.set_xscale("log")
+                top.set_xlabel("VAE KL weight beta (dashed)")
+                top.legend(fontsize=7, loc="upper right")
+            ax.set_xlabel("SigmaVAE C_sigma (solid)")
             ax.set_ylabel("FD (lower is better)")
-            ax.set_title("without CFG" if c == 1.0 else f"with CFG (scale {c:g})")
+            ax.set_title("without CFG" if c == 1.0 else f"with CFG (scale {c:g})", fontsize=9)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
         fig.savefig(self.out / "fd_vs_c_sigma.png", dpi=120)
         plt.close(fig)
 
-        fig, ax = plt.subplots(figsize=(4.5, 3.4))
-        toks = sorted({r["c_sigma"] for r in tf})
-        ceil = [next(r["recon_fd_mean"] for r in tf if r["c_sigma"] == c) for c in toks]
-        ax.plot(toks, ceil, marker="o", label="reconstruction FD (ceiling)")
-        ax.set_xlabel("tokenizer C_sigma")
-        ax.set_ylabel("FD of reconstructions")
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        points = []
+        for r in tf:
+            pt = (r["tokenizer"], r["c_sigma"], r["beta"])
+            if pt not in [q[0] for q in points]:
+                points.append((pt, r["recon_fd_mean"], r["recon_psnr_mean"]))
+        names = [_point_name(pt) for pt, _, _ in points]
+        ax.bar(range(len(points)), [fd for _, fd, _ in points], color="tab:blue", alpha=0.7, label="reconstruction FD")
+        ax.set_xticks(range(len(points)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("FD of reconstructions (ceiling)")
         ax2 = ax.twinx()
-        psnr = [next(r["recon_psnr_mean"] for r in tf if r["c_sigma"] == c) for c in toks]
-        ax2.plot(toks, psnr, marker="s", color="tab:orange", label="PSNR")
+        ax2.plot(range(len(points)), [ps for _, _, ps in points], "s", color="tab:orange", label="PSNR")
         ax2.set_ylabel("PSNR (dB)")
         ax.set_title("tokenizer reconstruction ceiling")
         fig.tight_layout()
         fig.savefig(self.out / "reconstruction_ceiling.png", dpi=120)
         plt.close(fig)
-        self.plot_tolerance(toks)
+        self.plot_tolerance([pt for pt, _, _ in points])
 
-    def plot_tolerance(self, c_sigmas) -> None:
+    def plot_tolerance(self, points) -> None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(4.5, 3.4))
-        for c in c_sigmas:
-            rep = json.loads((self.tokenizer_dir(c) / "report.json").read_text())
+        for pt in points:
+            rep = json.loads((self.tokenizer_dir(pt) / "report.json").read_text())
             tol = rep.get("tolerance") or {}
             if tol:
-                ax.plot(tol["radii"], tol[tol["metric"]], marker="o", label=f"C_sigma={c:g}")
+                ax.plot(tol["radii"], tol[tol["metric"]], marker="o", label=_point_name(pt))
                 ax.set_ylabel(f"{tol['metric']} of decode(mu + delta * eps)")
         ax.set_xlabel("latent perturbation radius delta (x latent std)")
         ax.set_title("decoder tolerance")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(self.out / "decoder_tolerance.png", dpi=120)
@@ -305,8 +370,8 @@ class VarianceSweep:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        picked = [r for r in rows if r["c_sigma"] == self.cfg.strategy_c_sigma and r["seed"] == 0
-                  and r["generator"] != "joint"]
+        picked = [r for r in rows if r["tokenizer"] == "sigma_vae" and r["c_sigma"] == self.cfg.strategy_c_sigma
+                  and r["seed"] == 0 and r["generator"] != "joint"]
         files = [(r, self.runner.cell_dir({k: r[k] for k in CELL_KEYS}) / "exposure.json") for r in picked]
         files = [(r, f) for r, f in files if f.exists()]
         if not files:
@@ -338,7 +403,7 @@ class VarianceSweep:
         return rows
 
 
-CELL_KEYS = ("c_sigma", "generator", "strategy", "seed")
+CELL_KEYS = ("tokenizer", "c_sigma", "beta", "generator", "strategy", "seed")
 GEN_LABELS = {"gmm": "LatentAR + GMM head", "diffusion": "LatentAR + diffusion head", "joint": "JointDiffusion (non-AR)"}
 
 
@@ -347,8 +412,14 @@ def _data_key(data: str) -> str:
     return f"wavfolder:{Path(data.split(':', 1)[1]).resolve()}" if data.startswith("wavfolder:") else data
 
 
+def _point_name(point: tuple) -> str:
+    """``c_sigma=0.5`` (SigmaVAE), ``vae_beta=0.001``, ``ae``: the readable part of a tokenizer's folder."""
+    fam, c_sigma, beta = point
+    return f"c_sigma={c_sigma:g}" if fam == "sigma_vae" else f"vae_beta={beta:g}" if fam == "vae" else "ae"
+
+
 def _short(cell: dict[str, Any]) -> str:
-    return f"c={cell['c_sigma']:g} {cell['generator']}/{cell['strategy']} s{cell['seed']}"
+    return f"{_point_name(VarianceSweep.point(cell))} {cell['generator']}/{cell['strategy']} s{cell['seed']}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,7 +429,15 @@ def build_parser(command: str = "sweep variance") -> argparse.ArgumentParser:
     p = ArgumentParser(prog=f"latentar {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                    help="budget: smoke (~2 min, tests), quick (~15 min on 2 CPU cores), full (GPU)")
-    p.add_argument("--c-sigma", help="comma-separated tokenizer noise scales, e.g. 0,0.1,0.25,0.5,1.0 (default: preset's)")
+    p.add_argument("--tokenizer", help=f"comma-separated tokenizer families, a subset of {','.join(TOKENIZERS)} "
+                                       "(default sigma_vae): SigmaVAE swept along --c-sigma, VAE along --beta, AE one point")
+    p.add_argument("--c-sigma", help="comma-separated SigmaVAE noise scales, e.g. 0,0.1,0.25,0.5,1.0 (default: preset's)")
+    p.add_argument("--beta", help="comma-separated VAE KL weights (GIVT's knob), e.g. 1e-4,1e-3,1e-2 (default: preset's)")
+    p.add_argument("--sampler", choices=SAMPLERS, help="reverse-diffusion sampler of every diffusion arm (default ddpm)")
+    p.add_argument("--sampling-steps", type=int, help="sampling steps of every diffusion arm (default: preset's)")
+    p.add_argument("--temperature", type=float,
+                   help="sampling temperature of every arm (default 1): GMM component scales, diffusion per-step "
+                        "noise (MAR's convention); values other than 1 need --sampler ddpm")
     p.add_argument("--generators", help=f"comma-separated subset of {','.join(GENERATORS)} (default: preset's)")
     p.add_argument("--strategies", help=f"comma-separated subset of {','.join(STRATEGIES)}, run at --strategy-c-sigma "
                                         "on the AR generators (default: preset's)")
@@ -398,7 +477,9 @@ def _scales(text: str | None, default: list[float], option: str) -> list[float]:
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
     """The resolved sweep configuration, or a UsageError naming the first bad option (nothing runs before)."""
     preset = dict(PRESETS[args.preset])
+    tokenizers = _names(args.tokenizer, preset["tokenizers"], TOKENIZERS, "--tokenizer", "tokenizer")
     c_sigma = _scales(args.c_sigma, preset["c_sigma"], "--c-sigma")
+    beta = _scales(args.beta, preset["beta"], "--beta")
     strategy_c_sigma = finite(args.strategy_c_sigma, "--strategy-c-sigma", minimum=0.0)
     generators = _names(args.generators, preset["generators"], GENERATORS, "--generators", "generator")
     strategies = _names(args.strategies, preset["strategies"], STRATEGIES, "--strategies", "strategy")
@@ -410,7 +491,18 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
             raise UsageError(f"--data {args.data}: wav folder {folder!r} does not exist")
     elif args.data not in ("digits", "speech"):
         raise UsageError(f"--data must be digits, speech or wavfolder:PATH, got {args.data!r}")
-    budget = {k: v for k, v in preset.items() if k not in ("c_sigma", "generators", "strategies", "seeds", "cfg")}
+    budget = {k: v for k, v in preset.items()
+              if k not in ("c_sigma", "beta", "tokenizers", "generators", "strategies", "seeds", "cfg")}
+    if args.sampler is not None:
+        budget["sampler"] = args.sampler
+    if args.sampling_steps is not None:
+        budget["sampling_steps"] = positive_int(args.sampling_steps, "--sampling-steps")
+    if args.temperature is not None:
+        budget["temperature"] = finite(args.temperature, "--temperature", minimum=0.0)
+    try:
+        SamplingConfig(budget["sampler"], budget["sampling_steps"], float(budget["temperature"]))
+    except ValueError as e:
+        raise UsageError(f"--sampler/--sampling-steps/--temperature: {e}") from None
     budget["strategy_generators"] = _names(args.strategy_generators, budget["strategy_generators"],
                                            ("gmm", "diffusion"), "--strategy-generators", "AR generator")
     if args.steps is not None:
@@ -418,7 +510,8 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     if args.tok_steps is not None:
         budget["tok_steps"] = positive_int(args.tok_steps, "--tok-steps")
     return SweepConfig(preset=args.preset, data=args.data, out=out_dir(args.out), device=check_device(args.device),
-                       c_sigma=c_sigma, generators=generators, strategies=strategies, strategy_c_sigma=strategy_c_sigma,
+                       tokenizers=tokenizers, beta=beta, c_sigma=c_sigma, generators=generators, strategies=strategies,
+                       strategy_c_sigma=strategy_c_sigma,
                        seeds=seeds, cfg=cfg, budget=budget)
 
 

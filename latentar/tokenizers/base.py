@@ -216,24 +216,45 @@ class LatentTokenizer(nn.Module, PretrainedMixin):
     def sample_posterior(self, mu: torch.Tensor | None = None, *, x: torch.Tensor | None = None,
                          logvar: torch.Tensor | None = None, generator: torch.Generator | None = None,
                          return_noise: bool = False):
-        """A posterior sample in the scaled space, from scaled means ``mu`` (as returned by
-        ``encode``) or from data ``x``. The noise is drawn in raw units and divided by ``latent_std``.
-        With ``return_noise=True`` returns ``(z, noise)`` where ``z = mu + noise``."""
+        """A posterior sample in the scaled space, from data ``x`` or from the output of
+        ``encode_posterior``: scaled means ``mu`` plus, for a VAE, their ``logvar`` (SigmaVAE's and
+        AE's posteriors do not depend on the input, so ``mu`` alone is enough for them). The noise
+        is drawn in raw units and divided by ``latent_std``. With ``return_noise=True`` returns
+        ``(z, noise)`` where ``z = mu + noise``."""
+        name = type(self).__name__
         if (mu is None) == (x is None):
-            raise ValueError(f"{type(self).__name__}.sample_posterior takes exactly one of mu (scaled means from encode) or x (data)")
+            raise ValueError(f"{name}.sample_posterior takes exactly one of mu (scaled means from encode) or x (data)")
         if x is not None:
+            if logvar is not None:
+                raise ValueError(f"{name}.sample_posterior: logvar goes with mu, not with x (x is encoded here)")
             mu, logvar = self.encode_posterior(x)
         else:
             self.check_latent(mu, "mu")
+            if self.stats_per_latent == 2 and logvar is None:
+                raise ValueError(f"{name}.sample_posterior needs the posterior variance: pass x=data, or mu and "
+                                 "logvar from encode_posterior(x)")
+            if logvar is not None and (self.stats_per_latent == 1 or logvar.shape != mu.shape):
+                raise ValueError(f"{name}.sample_posterior: logvar must be None (fixed posterior) or shaped like mu "
+                                 f"{tuple(mu.shape)} for a learned one, got {tuple(logvar.shape)}")
         scale = self.latent_std
         noise = self._noise_raw(mu * scale, None if logvar is None else logvar + 2.0 * torch.log(scale), generator)
         noise = torch.zeros_like(mu) if noise is None else noise / scale
         z = mu + noise
         return (z, noise) if return_noise else z
 
-    def ar_latents(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """What an AR model trains on: ``sample_posterior(x=x)`` if ``sample_for_training`` else ``encode(x)``."""
-        return self.sample_posterior(x=x, generator=generator) if self.sample_for_training else self.encode(x)
+    def ar_latents(self, x: torch.Tensor | None = None, *,
+                   posterior: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """What an AR model trains on, the same way for every tokenizer: a posterior sample
+        (``sample_posterior``) if ``sample_for_training`` else the mean. Give data ``x``, or
+        ``posterior = encode_posterior(x)`` to draw several samples from one encoding."""
+        if (x is None) == (posterior is None):
+            raise ValueError(f"{type(self).__name__}.ar_latents takes exactly one of x (data) or "
+                             "posterior=(mu, logvar) from encode_posterior")
+        mu, logvar = self.encode_posterior(x) if posterior is None else posterior
+        if not self.sample_for_training:
+            return self.check_latent(mu, "mu")
+        return self.sample_posterior(mu, logvar=logvar, generator=generator)
 
     # -- training ---------------------------------------------------------------------------------
     def loss(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -36,22 +36,6 @@ class VAE(LatentTokenizer):
                          mel_weight=mel_weight, mel_n_ffts=mel_n_ffts, beta=beta,
                          sample_for_training=sample_for_training)
 
-    def sample_posterior(self, mu: torch.Tensor | None = None, *, x: torch.Tensor | None = None,
-                         logvar: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                         return_noise: bool = False):
-        """mu + exp(logvar / 2) * eps in the scaled space; needs ``x`` or ``(mu, logvar)`` from
-        ``encode_posterior`` (the variance depends on the input, unlike SigmaVAE's)."""
-        if x is None and mu is not None and logvar is None:
-            raise ValueError("VAE.sample_posterior needs the posterior variance: pass x=data, or "
-                             "mu and logvar from encode_posterior(x)")
-        if logvar is not None:
-            self.check_latent(logvar, "logvar")
-            mu = self.check_latent(mu, "mu")
-            noise = torch.exp(0.5 * logvar.float()) * torch.randn(mu.shape, generator=generator, device=mu.device)
-            noise = noise.to(mu.dtype)
-            return (mu + noise, noise) if return_noise else mu + noise
-        return super().sample_posterior(mu, x=x, generator=generator, return_noise=return_noise)
-
     def _noise_raw(self, mu: torch.Tensor, logvar: torch.Tensor | None,
                    generator: torch.Generator | None = None) -> torch.Tensor:
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=torch.float32)
