@@ -1,10 +1,12 @@
-"""The digits classifier: held-out accuracy, caching with a version key, and digits_fd."""
+"""The digits classifier: held-out accuracy, caching with a version key, and digits_fd; the
+general names (load_classifier, image_fd) serve digits exactly as the digits ones do."""
 import pytest
 import torch
 
 import latentar.metrics.digits_classifier as dc
 from latentar.data import load_digits
-from latentar.metrics import digits_fd, load_digits_classifier
+from latentar.metrics import (DigitsClassifier, ImageClassifier, digits_features, digits_fd, image_fd,
+                              image_features, load_classifier, load_digits_classifier)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,7 @@ def test_held_out_accuracy(cached_classifier):
 def test_cache_is_reused_and_versioned(cached_classifier, monkeypatch):
     path = dc.classifier_dir()
     assert path.name == f"v{dc.VERSION}" and (path / "model.safetensors").is_file()
+    monkeypatch.setattr(dc, "train_classifier", lambda *a, **k: pytest.fail("retrained despite a cache"))
     monkeypatch.setattr(dc, "train_digits_classifier", lambda **k: pytest.fail("retrained despite a cache"))
     again = load_digits_classifier()
     x, _ = load_digits("test")
@@ -44,3 +47,16 @@ def test_digits_fd_orders_real_above_noise(cached_classifier):
     uniform = digits_fd(torch.rand(test.shape, generator=g) * 2 - 1, model=cached_classifier)
     assert 0 <= real < noisy < uniform
     assert digits_fd(test, test, model=cached_classifier) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_general_names_serve_digits_unchanged(cached_classifier):
+    assert isinstance(cached_classifier, DigitsClassifier) and isinstance(cached_classifier, ImageClassifier)
+    assert cached_classifier.config == {"channels": 32, "feature_dim": 64, "version": dc.VERSION}
+    assert dc.classifier_dir() == dc.classifier_dir("digits") and dc.classifier_dir().parent.name == "digits_classifier"
+    x, _ = load_digits("test")
+    same = load_classifier("digits")
+    assert torch.equal(same.features(x), cached_classifier.features(x))
+    assert torch.equal(image_features(x, dataset="digits"), digits_features(x, cached_classifier))
+    ref = x[::2]
+    assert image_fd(x, ref, dataset="digits") == digits_fd(x, ref, cached_classifier)
+    assert digits_fd(x, ref) == digits_fd(x, ref, cached_classifier)  # the cached model by default

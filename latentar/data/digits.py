@@ -13,11 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-SPLITS = ("train", "test", "all")
-TEST_FRACTION = 0.2
-SPLIT_SEED = 0
+from latentar.data.splits import SPLITS, LabelledImages, check_split, stratified_split  # noqa: F401
 
 
 @lru_cache(maxsize=1)
@@ -27,20 +24,13 @@ def _raw() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     bunch = _sk_load_digits()
     x = bunch.images.astype(np.float32)  # (N, 8, 8), 0..16
     y = bunch.target.astype(np.int64)
-    rng = np.random.RandomState(SPLIT_SEED)
-    test = []
-    for c in range(10):
-        members = np.flatnonzero(y == c)
-        test.append(rng.permutation(members)[: int(round(TEST_FRACTION * len(members)))])
-    test_idx = np.sort(np.concatenate(test))
-    train_idx = np.setdiff1d(np.arange(len(y)), test_idx)  # sorted
+    train_idx, test_idx = stratified_split(y)
     return x, y, train_idx, test_idx
 
 
 def split_indices(split: str) -> np.ndarray:
     """Indices into sklearn's 1,797 digits that make up ``split`` (sorted ascending)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown digits split {split!r}; expected one of {SPLITS}")
+    check_split(split, "digits")
     x, _, train_idx, test_idx = _raw()
     return {"train": train_idx, "test": test_idx, "all": np.arange(len(x))}[split].copy()
 
@@ -57,34 +47,12 @@ def load_digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-class DigitsDataset(Dataset):
+class DigitsDataset(LabelledImages):
     """Map-style dataset of ``(image (1, 8, 8) float32 in [-1, 1], label int64 scalar)``.
 
     Construction only validates ``split``; the images are loaded on first use (well under a
     second, nothing downloads). ``images (N, 1, 8, 8)`` and ``labels (N,)`` hold the whole split.
     """
 
-    def __init__(self, split: str = "train"):
-        if split not in SPLITS:
-            raise ValueError(f"unknown digits split {split!r}; expected one of {SPLITS}")
-        self.split = split
-        self._data: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    @property
-    def images(self) -> torch.Tensor:
-        return self._load()[0]
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return self._load()[1]
-
-    def _load(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._data is None:
-            self._data = load_digits(self.split)
-        return self._data
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
+    name = "digits"
+    load = staticmethod(load_digits)

