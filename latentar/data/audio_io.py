@@ -93,3 +93,33 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator | N
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
         return torch.Generator().manual_seed(int(generator))
     raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+
+
+class RandomCrops(torch.utils.data.Dataset):
+    """Random fixed-length windows of a set of clips: item ``i`` is a fresh ``length``-sample crop
+    of clip ``i`` (``fix_length`` with a generator: uniform start, zero-padded if shorter).
+
+    For training a tokenizer on short crops (cost per step ~ linear in the crop length; a conv
+    tokenizer's receptive field is far shorter than a crop) while the AR model downstream sees
+    the full clips' latents. ``data``: a tensor ``(N, C, T)`` or a map-style dataset of ``(C, T)``
+    items (or ``(item, ...)`` tuples). ``generator``: ``torch.Generator`` or int seed; the same
+    seed and access order give the same crops.
+    """
+
+    def __init__(self, data, length: int, generator: torch.Generator | int | None = 0):
+        if isinstance(data, torch.Tensor) and data.dim() != 3:
+            raise ValueError(f"RandomCrops: expected clips (N, C, T), got a tensor of shape {tuple(data.shape)}")
+        if len(data) == 0:
+            raise ValueError("RandomCrops: no clips to crop")
+        self.data, self.length = data, int(length)
+        if self.length <= 0:
+            raise ValueError(f"RandomCrops: crop length must be positive, got {length} samples")
+        self.generator = as_generator(generator) or torch.Generator().manual_seed(torch.initial_seed() % 2**63)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        item = self.data[i]
+        wave = item if isinstance(item, torch.Tensor) else item[0]
+        return fix_length(wave, self.length, self.generator)

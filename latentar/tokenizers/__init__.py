@@ -7,6 +7,7 @@
 """
 from latentar.tokenizers.ae import AE
 from latentar.tokenizers.base import NETWORK_PRESETS, LatentTokenizer
+from latentar.tokenizers.crops import CropTraining, random_crops
 from latentar.tokenizers.load import TOKENIZERS, load_tokenizer
 from latentar.tokenizers.losses import MultiResolutionMelLoss
 from latentar.tokenizers.plots import plot_reconstructions, plot_spectrograms, plot_tolerance
@@ -14,5 +15,5 @@ from latentar.tokenizers.report import latent_report
 from latentar.tokenizers.sigma_vae import SigmaVAE
 from latentar.tokenizers.vae import VAE
 
-__all__ = ["AE", "VAE", "SigmaVAE", "LatentTokenizer", "MultiResolutionMelLoss", "NETWORK_PRESETS", "TOKENIZERS",
+__all__ = ["AE", "VAE", "SigmaVAE", "LatentTokenizer", "CropTraining", "random_crops", "MultiResolutionMelLoss", "NETWORK_PRESETS", "TOKENIZERS",
            "load_tokenizer", "latent_report", "plot_tolerance", "plot_reconstructions", "plot_spectrograms"]

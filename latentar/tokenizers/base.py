@@ -47,8 +47,9 @@ MODALITIES = ("image", "audio")
 NETWORK_PRESETS: dict[str, dict[str, tuple[int, ...]]] = {
     # 8x8 digits -> 4x4 latent grid (T = 16 tokens).
     "image": {"channels": (32, 64), "strides": (2, 1)},
-    # hop 320: 24 kHz -> 75 latent frames per second, 16 kHz -> 50.
-    "audio": {"channels": (32, 64, 128, 256), "strides": (2, 4, 5, 8)},
+    # hop 256: 16 kHz -> 62.5 latent frames per second (1.024 s -> 64 frames). The first stride is a
+    # patch (samples folded into channels), so no layer runs at the sample rate (audio_net).
+    "audio": {"channels": (16, 32, 64, 128), "strides": (4, 4, 4, 4)},
 }
 DEFAULT_RECON = {"image": "mse", "audio": "l1"}
 
