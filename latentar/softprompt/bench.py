@@ -113,15 +113,39 @@ def plot_gap(summary: list[dict[str, Any]], objectives: Sequence[str], lengths: 
     return path
 
 
+class BenchCell:
+    """One fit: soft prompt ``target`` (seeded by its index) on a held-out snippet of ``length``
+    characters with one objective. Picklable (the frozen LM travels with it) for worker processes."""
+
+    def __init__(self, lm: Any, targets: int, n_virtual: int, init: str, max_steps: int, lr: float):
+        self.lm, self.targets, self.n_virtual, self.init, self.max_steps, self.lr = lm, targets, n_virtual, init, max_steps, lr
+        self._snippets: dict[int, list[bytes]] = {}
+
+    def __call__(self, cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+        from latentar.data.text import text_snippets
+
+        L, i = cell["length"], cell["target"]
+        if L not in self._snippets:
+            self._snippets[L] = text_snippets(self.targets, L, split="val", seed=0)
+        text = self._snippets[L][i]
+        prompt = SoftPrompt(self.n_virtual, self.lm, init=self.init, seed=i)
+        result = fit_soft_prompt(prompt, text, cell["objective"], max_steps=self.max_steps, lr=self.lr, seed=i)
+        rep = report_fit(result, decode=self.lm.decode, target_chars=L)
+        return {"target_tokens": rep.target_tokens, "exact": int(rep.exact), "first_divergence": rep.first_divergence,
+                "tf_loss": rep.tf_loss, "tf_accuracy": rep.tf_accuracy, "seq_rep_4": rep.seq_rep_4,
+                "target_seq_rep_4": rep.target_seq_rep_4, "loop": int(rep.loop), "steps": rep.steps,
+                "seconds": rep.seconds, "target_text": text.decode("utf-8", errors="replace"), "output": rep.output}
+
+
 def run_bench(out: str | Path, lm: Any, model_name: str, lengths: Sequence[int] = DEFAULT_LENGTHS,
               objectives: Sequence[str] = DEFAULT_OBJECTIVES, preset: str = "quick", n_virtual: int = 8,
               targets: int | None = None, max_steps: int | None = None, lr: float = 1e-2, init: str = "random",
-              progress: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, launch: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark into ``out`` with the frozen ``lm`` (a :class:`FrozenLM` or anything
     :class:`SoftPrompt` accepts); returns the summary rows. ``targets`` / ``max_steps`` override the preset.
     ``model_name`` must identify the LM's weights (it keys the cells): two different models, one name,
-    would share results."""
-    from latentar.data.text import text_snippets
+    would share results. ``launch``: how the fits run (``SweepRunner``'s workers / launcher, from
+    ``latentar.sweeps.runner.launch_options``; default one by one); it never changes the results."""
     from latentar.softprompt.backend import as_frozen_lm
 
     if preset not in BENCH_PRESETS:
@@ -137,24 +161,10 @@ def run_bench(out: str | Path, lm: Any, model_name: str, lengths: Sequence[int] 
     settings = {"model": str(model_name), "n_virtual": n_virtual, "max_steps": max_steps, "lr": lr, "init": init,
                 "split": "val", "snippet_seed": 0}
     _write_settings(out, {**settings, "targets": targets})
-    lm = as_frozen_lm(lm)
-    snippets: dict[int, list[bytes]] = {}
-
-    def fn(cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
-        L, i = cell["length"], cell["target"]
-        if L not in snippets:
-            snippets[L] = text_snippets(targets, L, split="val", seed=0)
-        text = snippets[L][i]
-        prompt = SoftPrompt(n_virtual, lm, init=init, seed=i)
-        result = fit_soft_prompt(prompt, text, cell["objective"], max_steps=max_steps, lr=lr, seed=i)
-        rep = report_fit(result, decode=lm.decode, target_chars=L)
-        return {"target_tokens": rep.target_tokens, "exact": int(rep.exact), "first_divergence": rep.first_divergence,
-                "tf_loss": rep.tf_loss, "tf_accuracy": rep.tf_accuracy, "seq_rep_4": rep.seq_rep_4,
-                "target_seq_rep_4": rep.target_seq_rep_4, "loop": int(rep.loop), "steps": rep.steps,
-                "seconds": rep.seconds, "target_text": text.decode("utf-8", errors="replace"), "output": rep.output}
-
+    fn = BenchCell(as_frozen_lm(lm), targets, n_virtual, init, max_steps, lr)
     cells = [{"objective": o, "length": L, "target": i} for L in lengths for i in range(targets) for o in objectives]
-    rows = SweepRunner(out, progress=progress, settings=settings).run(cells, fn, desc="softprompt bench")
+    runner = SweepRunner(out, progress=progress, settings=settings, **(launch or {}))
+    rows = runner.run(cells, fn, desc="softprompt bench")
     summary = summarize(rows, objectives, lengths)
     write_table(out / "summary.csv", summary)
     title = f"soft prompt ({n_virtual} vectors) on frozen {model_name}: {targets} held-out targets per length, " \

@@ -55,7 +55,7 @@ from latentar.exposure.base import Strategy
 from latentar.exposure.rac import RAC, ReferenceTemplate
 from latentar.metrics.plots import save_lines
 from latentar.models.char_lm import CharLM, complete, left_align
-from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table, parse_list
+from latentar.sweeps.runner import SweepRunner, add_launch_args, aggregate, launch_options, markdown_table, parse_list
 from latentar.train import Trainer
 
 # The strategy classes, by command-line name: the library's own, never re-implemented here.
@@ -282,11 +282,13 @@ def cells_of(cfg: CompareConfig) -> list[dict[str, Any]]:
             for k in range(cfg.seeds)]
 
 
-def run(cfg: CompareConfig) -> list[dict[str, Any]]:
-    """Run (or resume) every cell, then write results.csv, results.md and the plots in ``cfg.out``."""
+def run(cfg: CompareConfig, launch: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) every cell, then write results.csv, results.md and the plots in ``cfg.out``.
+    ``launch``: how the cells run (``SweepRunner``'s workers / launcher, see ``launch_options``;
+    default: one by one in this process); it never changes the results."""
     cfg.validate()
     out = Path(cfg.out)
-    runner = SweepRunner(out, progress=cfg.progress, settings=cell_settings(cfg))
+    runner = SweepRunner(out, progress=cfg.progress, settings=cell_settings(cfg), **(launch or {}))
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     rows = runner.run(cells_of(cfg), partial(run_cell, cfg=cfg), desc=f"compare discrete ({cfg.task})")
     write_report(rows, cfg, out)
@@ -390,7 +392,7 @@ def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentPa
     p.add_argument("--rac-fraction", type=float, default=None,
                    help="RAC: share of SFT items formatted as f(x, y) -> y (default: 0.25)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p
+    return add_launch_args(p)
 
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
@@ -405,9 +407,10 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
 
 
 def main(argv: list[str] | None = None, command: str = "compare discrete") -> int:
-    cfg = config_from_args(build_parser(f"latentar {command}").parse_args(argv))
+    args = build_parser(f"latentar {command}").parse_args(argv)
+    cfg = config_from_args(args)
     cfg.validate()   # every option checked before anything trains
-    rows = run(cfg)
+    rows = run(cfg, launch_options(args))
     print((Path(cfg.out) / "results.md").read_text())
     print(f"{len(rows)} cells; results in {cfg.out}/results.csv, results.md, *.png")
     return 0

@@ -24,6 +24,10 @@ number of samples scored (``latentar.sweeps.runner``); each records them in ``se
 ``DIR/sweep.json`` holds the latest run's. A rerun into the same DIR with the same settings skips
 finished cells; with other settings it trains and scores new ones beside the old, and results.csv,
 results.md and the plot show only the current settings' cells.
+
+Parallel: ``--workers N`` trains and scores N (gamma, seed) models at once, one process and one
+thread each, with the same results (``latentar.sweeps.runner``); ``--launcher submitit`` submits
+them as SLURM jobs.
 """
 from __future__ import annotations
 
@@ -47,7 +51,8 @@ from latentar.diffusion.evaluate import fd_at_steps, reference_fds
 from latentar.diffusion.input_perturbation import IPDiffusionTrainer, check_gamma
 from latentar.diffusion.sampling import SAMPLERS
 from latentar.diffusion.unet import build_unet, ddpm_scheduler
-from latentar.sweeps.runner import SweepRunner, aggregate, cell_id, parse_list, settings_key
+from latentar.sweeps.runner import (SweepRunner, add_launch_args, aggregate, cell_id, launch_options, parse_list,
+                                    settings_key)
 
 SAMPLE_SEED_OFFSET = 1000   # sampling noise seed = SAMPLE_SEED_OFFSET + training seed
 SETTINGS_NAME = "sweep.json"
@@ -118,7 +123,7 @@ def build_parser(command: str = "sweep ip") -> argparse.ArgumentParser:
     p.add_argument("--beta-schedule", default="linear", choices=("linear", "scaled_linear", "squaredcos_cap_v2"),
                    help="diffusers beta schedule of the training scheduler")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
+    return add_launch_args(p)
 
 
 def _settings(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
@@ -207,6 +212,43 @@ class _Models:
         return self.value
 
 
+class IPCell:
+    """One cell: sample the (gamma, seed) model (trained by the first cell that needs it, kept for the
+    next ones) at one step count and score it. Picklable for worker processes: the digits space, the
+    classifier and the model cache are rebuilt in each worker, which runs without progress bars."""
+
+    def __init__(self, out: Path, settings: dict[str, Any], space_name: str, tokenizer: str | None, device: str,
+                 progress: bool, space: DigitsSpace | None = None, classifier: Any = None):
+        self.out, self.settings, self.space_name, self.tokenizer = out, settings, space_name, tokenizer
+        self.device, self.progress = device, progress
+        self._state = None if space is None else (space, classifier, _Models(out, settings, space, device, progress))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_state": None, "progress": False}
+
+    def _built(self) -> tuple:
+        if self._state is None:
+            from latentar.metrics.digits_classifier import load_digits_classifier
+            from latentar.train import select_device
+            device = select_device(self.device)
+            space = digits_space(self.space_name, self.tokenizer, device=device)
+            self._state = (space, load_digits_classifier(device),
+                           _Models(self.out, self.settings, space, str(device), self.progress))
+        return self._state
+
+    def __call__(self, cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+        space, classifier, models = self._built()
+        t0 = time.perf_counter()
+        m = models.get(cell["gamma"], cell["seed"])
+        r = fd_at_steps(m["unet"], m["scheduler"], space, [cell["steps"]], self.settings["num_samples"],
+                        sampler=cell["sampler"], seed=SAMPLE_SEED_OFFSET + cell["seed"],
+                        eps_scale=cell["eps_scale"], classifier=classifier)[cell["steps"]]
+        # Keys in sorted order: result.json is saved with sorted keys, so cells read back on a rerun
+        # then give results.csv the same column order as freshly computed ones.
+        return {"fd": r["fd"], "sample_seconds": r["sample_seconds"], "seconds": time.perf_counter() - t0,
+                "train_loss": m["train_loss"], "train_seconds": m["train_seconds"]}
+
+
 def output_dir(args: argparse.Namespace) -> Path:
     return out_dir(args.out or f"runs/ip-{args.preset}-{args.space}")
 
@@ -236,6 +278,7 @@ def parse_grid(args: argparse.Namespace) -> dict[str, Any]:
         existing_dir(args.tokenizer, "--tokenizer", must_contain="config.json")
     check_device(args.device)
     output_dir(args)
+    launch_options(args)
     return {"gammas": gammas, "steps": steps, "eps_scales": eps_scales, "seeds": seeds}
 
 
@@ -254,23 +297,13 @@ def run_sweep(args: argparse.Namespace, command: str = "sweep ip") -> list[dict[
     space = digits_space(args.space, args.tokenizer, device=device)
     classifier = load_digits_classifier(device)
     progress = not args.quiet
-    models = _Models(out, settings, space, str(device), progress)
+    run_cell = IPCell(out, settings, args.space, args.tokenizer, str(device), progress, space, classifier)
 
     cells = [{"gamma": g, "seed": s, "sampler": args.sampler, "eps_scale": e, "steps": n}
              for g in gammas for s in range(seeds) for e in eps_scales for n in steps]
-
-    def run_cell(cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        m = models.get(cell["gamma"], cell["seed"])
-        r = fd_at_steps(m["unet"], m["scheduler"], space, [cell["steps"]], settings["num_samples"],
-                        sampler=cell["sampler"], seed=SAMPLE_SEED_OFFSET + cell["seed"],
-                        eps_scale=cell["eps_scale"], classifier=classifier)[cell["steps"]]
-        # Keys in sorted order: result.json is saved with sorted keys, so cells read back on a rerun
-        # then give results.csv the same column order as freshly computed ones.
-        return {"fd": r["fd"], "sample_seconds": r["sample_seconds"], "seconds": time.perf_counter() - t0,
-                "train_loss": m["train_loss"], "train_seconds": m["train_seconds"]}
-
-    rows = SweepRunner(out, progress=progress, settings=settings).run(cells, run_cell, desc="ip cells")
+    # the cells of one (gamma, seed) share its model: one worker trains it, then samples them in turn
+    runner = SweepRunner(out, progress=progress, settings=settings, **launch_options(args))
+    rows = runner.run(cells, run_cell, desc="ip cells", group=lambda c: (c["gamma"], c["seed"]))
     refs = reference_fds(settings["num_samples"], classifier=classifier)
     write_report(out, rows, refs, settings, f"latentar {command} " + " ".join(getattr(args, "argv", [])))
     return rows

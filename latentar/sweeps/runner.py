@@ -4,38 +4,67 @@ Every sweep (``latentar sweep variance``, ``sweep ip``, ``compare discrete``, ``
 lists its cells as dicts of parameters and hands a function ``fn(cell, cell_dir) -> dict of
 results`` to :class:`SweepRunner`, together with ``settings``: everything else that changes a
 cell's result (steps, model sizes, data, sample counts, ...: the resolved configuration minus what
-only selects which cells exist or how they run, such as the lists of seeds, the device, progress
-bars and the output folder).
+only selects which cells exist or how they run, such as the lists of seeds, the device, the number
+of workers, progress bars and the output folder).
 
 A cell's folder is ``cells/<readable id>-<hash>``, the hash (:func:`settings_key`) taken over the
 cell's parameters and ``settings``, and ``settings.json`` in it records both. So a rerun into the
 same folder with the same settings skips finished cells (``result.json``) and resumes an
 interrupted one from the Trainer checkpoint it left, while a rerun with other settings computes
 new cells beside the old ones and never returns their results. ``results.csv`` holds exactly the
-cells of the current call, rewritten from the saved results after every cell in the grid's
-order, so a run killed and restarted produces the same file as an uninterrupted one.
+finished cells of the current call in the grid's order, rewritten after every cell, so a run
+killed and restarted, or run in parallel, produces the same file as an uninterrupted serial one.
+
+Cells are independent, so they can run at once (``workers``, ``launcher``):
+
+* ``launcher="local"``, ``workers > 1``: a ``concurrent.futures.ProcessPoolExecutor`` of worker
+  processes, each with one torch / OpenMP thread, started by ``forkserver`` (``fork`` hangs GNU
+  OpenMP in a child that uses more than one thread after the parent did, and cannot use CUDA once
+  the parent has; ``spawn`` re-imports torch in every worker). The cell function travels to each
+  worker once, so it must pickle (a module-level function, a ``functools.partial`` of one, or a
+  method of a picklable object) and per-process caches it keeps (a tokenizer, a trained model)
+  live for the worker's life. ``workers=1`` runs the cells one by one in this process.
+* ``launcher="submitit"``: one job per cell (or group) through ``submitit.AutoExecutor``: SLURM
+  where ``sbatch`` is found (``slurm_array_parallelism = workers``), else local processes; the
+  output folder must be on a file system the jobs see.
+
+Each cell seeds itself, so results do not depend on the launcher or on which cells run together
+(bit for bit when the serial run also uses one thread, e.g. ``OMP_NUM_THREADS=1``). Ctrl-C or
+SIGTERM stops the workers (a Trainer saves its checkpoint first), keeps every finished cell, and
+a rerun resumes. A cell's exception is raised again in this process, with the cell's id in its
+notes and the worker's traceback as its cause.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import functools
 import hashlib
 import json
 import math
+import multiprocessing
 import os
+import pickle
 import re
+import signal
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from latentar.cliargs import parse_list  # noqa: F401  (re-exported for sweeps)
+from latentar.cliargs import UsageError, parse_list, positive_int  # noqa: F401  (parse_list re-exported)
 from latentar.train.checkpoint import atomic_write_text
 from latentar.metrics.plots import markdown_table, write_table  # noqa: F401  (re-exported for sweeps)
 
 RESULT_NAME = "result.json"
 SETTINGS_NAME = "settings.json"
+LAUNCHERS = ("local", "submitit")
+STOP_TIMEOUT_S = 60.0   # after Ctrl-C: how long workers get to finish their step and checkpoint
 
 
 def cell_id(cell: dict[str, Any]) -> str:
@@ -51,48 +80,327 @@ def settings_key(*parts: Any, length: int = 10) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    atomic_write_text(json.dumps(obj, indent=2, default=float), path)  # key order kept: CSV columns stay stable
+def cpu_cores() -> int:
+    """The CPU cores this process may use (its affinity mask, e.g. a SLURM allocation), else os.cpu_count()."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
+def _write_json_atomic(path: Path, obj: Any) -> str:
+    text = json.dumps(obj, indent=2, default=float)  # key order kept: CSV columns stay stable
+    atomic_write_text(text, path)
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
+# One cell, wherever it runs (this process, a worker, a submitit job)
+# --------------------------------------------------------------------------------------------------
+class CellInterrupted(KeyboardInterrupt):
+    """A cell stopped by Ctrl-C / SIGTERM in a worker; ``step`` and ``checkpoint`` are its Trainer's,
+    if it was training (a picklable stand-in for ``TrainingInterrupted``)."""
+
+    def __init__(self, cell: str, step: int | None = None, checkpoint: str | None = None):
+        super().__init__(f"sweep cell {cell} interrupted" + (f" at step {step}" if step is not None else "")
+                         + (f"; checkpoint saved to {checkpoint}" if checkpoint else ""))
+        self.cell, self.step, self.checkpoint = cell, step, checkpoint
+
+    def __reduce__(self):
+        return type(self), (self.cell, self.step, self.checkpoint)
+
+
+def _run_cell(fn: Callable, cell: dict[str, Any], d: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell into ``d`` and save its result; return it as read back from ``result.json``
+    (so fresh, reloaded and remote results are the same values)."""
+    d.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(d / SETTINGS_NAME, {"cell": cell, "settings": settings})
+    t0 = time.perf_counter()
+    try:
+        result = dict(fn(cell, d))
+    except BaseException as e:
+        if hasattr(e, "add_note"):
+            e.add_note(f"in sweep cell {cell_id(cell)} ({d})")
+        raise
+    result.setdefault("seconds", time.perf_counter() - t0)
+    return json.loads(_write_json_atomic(d / RESULT_NAME, result))
+
+
+def _portable(e: BaseException, cell: dict[str, Any]) -> BaseException:
+    """``e`` if it survives pickling (to travel back to the main process), else a stand-in naming it."""
+    if isinstance(e, KeyboardInterrupt):
+        ckpt = getattr(e, "checkpoint", None)
+        return CellInterrupted(cell_id(cell), getattr(e, "step", None), None if ckpt is None else str(ckpt))
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 - any failure to pickle
+        import traceback
+        return RuntimeError(f"sweep cell {cell_id(cell)} failed: {type(e).__name__}: {e}\n"
+                            + "".join(traceback.format_exception(e)))
+
+
+def _run_task(fn: Callable, items: list[tuple[dict[str, Any], str]], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """A worker's task: one group's cells, in order; an error leaves as a picklable exception."""
+    out = []
+    for cell, d in items:
+        try:
+            out.append(_run_cell(fn, cell, Path(d), settings))
+        except BaseException as e:
+            raise _portable(e, cell) from None
+    return out
+
+
+_WORKER_FN: Callable | None = None
+
+
+def _init_worker(fn: Callable) -> None:
+    """Worker start: one torch thread, Ctrl-C left to the main process (it stops the workers), a
+    SIGTERM if the main process dies (Linux), and the cell function, unpickled once."""
+    global _WORKER_FN
+    import torch
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(Exception):
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    _WORKER_FN = fn
+
+
+def _pool_task(items: list[tuple[dict[str, Any], str]], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    return _run_task(_WORKER_FN, items, settings)
+
+
+def _submitit_task(fn: Callable, items: list[tuple[dict[str, Any], str]], settings: dict[str, Any],
+                   parent_pid: int) -> tuple[str, Any]:
+    """A submitit job: ("ok", results) or ("error", exception), so the exception comes back as raised."""
+    if os.getpid() != parent_pid:  # a job process, not submitit's in-process debug mode
+        import torch
+        torch.set_num_threads(1)
+    try:
+        return "ok", _run_task(fn, items, settings)
+    except BaseException as e:  # noqa: BLE001 - returned, raised again by the main process
+        return "error", e
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt in this process for the block (unless someone handles it already)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _module_of(fn: Callable) -> str | None:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__module__", None) or type(fn).__module__
+    return None if name in (None, "__main__", "builtins") else name
+
+
+# --------------------------------------------------------------------------------------------------
+# The runner
+# --------------------------------------------------------------------------------------------------
 class SweepRunner:
     """Runs cells into ``out_dir/cells/``; ``settings`` (JSON-serialisable) is what, besides a cell's
-    parameters, changes its result: it is part of every cell's folder name (see the module docstring)."""
+    parameters, changes its result: it is part of every cell's folder name (see the module docstring).
 
-    def __init__(self, out_dir: str | os.PathLike, progress: bool = True, settings: dict[str, Any] | None = None):
+    ``workers``: cells run at once (``None``: the CPU cores; never more than there are cells to run);
+    ``launcher``: ``"local"`` (worker processes, or this process when ``workers`` is 1) or
+    ``"submitit"`` (``submitit``: options for ``submitit.AutoExecutor``: ``folder`` (default
+    ``out_dir/submitit``), ``cluster`` (default: detected; ``"local"`` / ``"debug"`` for tests) and
+    any of its parameters, e.g. ``timeout_min``, ``slurm_partition``); ``start_method``: how local
+    workers start (``forkserver``; ``spawn``; ``fork`` only for CPU-only, one-thread cells).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, progress: bool = True, settings: dict[str, Any] | None = None,
+                 workers: int | None = 1, launcher: str = "local", submitit: dict[str, Any] | None = None,
+                 start_method: str = "forkserver"):
+        if launcher not in LAUNCHERS:
+            raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+        if workers is not None:
+            workers = positive_int(workers, "workers")
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"start_method {start_method!r} is not available here; "
+                             f"use one of {multiprocessing.get_all_start_methods()}")
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.settings = dict(settings or {})
+        self.workers, self.launcher, self.start_method = workers, launcher, start_method
+        self.submitit = dict(submitit or {})
 
     def cell_dir(self, cell: dict[str, Any]) -> Path:
         return self.out_dir / "cells" / f"{cell_id(cell)}-{settings_key(cell, self.settings)}"
 
     def run(self, cells: Iterable[dict[str, Any]], fn: Callable[[dict[str, Any], Path], dict[str, Any]],
-            desc: str = "cells") -> list[dict[str, Any]]:
-        """Run every unfinished cell; return one row per cell (parameters, then results)."""
+            desc: str = "cells", group: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
+        """Run every unfinished cell; return one row per cell (parameters, then results), in cell order.
+
+        ``group(cell)``: cells with equal keys run one after another in one worker, in cell order
+        (for cells sharing something costly that ``fn`` builds and keeps, such as a trained model)."""
         cells = list(cells)
         ids = [cell_id(c) for c in cells]
         if len(set(ids)) != len(ids):
             raise ValueError("the sweep has duplicate cells; check for repeated values in the options")
-        rows = []
-        bar = tqdm(cells, desc=desc, disable=not self.progress, dynamic_ncols=True)
-        for cell in bar:
-            d = self.cell_dir(cell)
-            done = d / RESULT_NAME
-            if done.exists():
-                result = json.loads(done.read_text())
+        dirs = [self.cell_dir(c) for c in cells]
+        results: dict[int, dict[str, Any]] = {i: json.loads((d / RESULT_NAME).read_text())
+                                              for i, d in enumerate(dirs) if (d / RESULT_NAME).exists()}
+        tasks: dict[Any, list[int]] = {}
+        for i, c in enumerate(cells):
+            if i not in results:
+                tasks.setdefault(group(c) if group is not None else i, []).append(i)
+        workers = min(self.workers or cpu_cores(), max(1, len(tasks)))
+        bar = tqdm(total=len(cells), initial=len(results), desc=desc, disable=not self.progress, dynamic_ncols=True)
+
+        def finished(indices: list[int], rows: list[dict[str, Any]]) -> None:
+            results.update(zip(indices, rows))
+            write_table(self.out_dir / "results.csv", [{**cells[i], **results[i]} for i in sorted(results)])
+            bar.update(len(rows))
+
+        try:
+            if results:
+                finished([], [])
+            if not tasks:
+                pass  # every cell finished before
+            elif self.launcher == "submitit":
+                self._run_submitit(cells, dirs, fn, list(tasks.values()), workers, finished)
+            elif workers > 1:
+                self._run_pool(cells, dirs, fn, list(tasks.values()), workers, finished, bar)
             else:
-                bar.set_postfix_str(cell_id(cell)[:60])
-                d.mkdir(parents=True, exist_ok=True)
-                _write_json_atomic(d / SETTINGS_NAME, {"cell": cell, "settings": self.settings})
-                t0 = time.perf_counter()
-                result = dict(fn(cell, d))
-                result.setdefault("seconds", time.perf_counter() - t0)
-                _write_json_atomic(done, result)
-            rows.append({**cell, **result})
-            write_table(self.out_dir / "results.csv", rows)
-        return rows
+                for i in sorted(i for t in tasks.values() for i in t):
+                    bar.set_postfix_str(ids[i][:60])
+                    finished([i], [_run_cell(fn, cells[i], dirs[i], self.settings)])
+        finally:
+            bar.close()
+        return [{**c, **results[i]} for i, c in enumerate(cells)]
+
+    # -- local worker processes -------------------------------------------------------------------
+    def _run_pool(self, cells, dirs, fn, tasks, workers, finished, bar) -> None:
+        try:
+            pickle.dumps(fn)
+        except Exception as e:  # noqa: BLE001 - any pickling failure
+            raise TypeError(f"workers > 1 need a picklable cell function, and {fn!r} is not ({e}); use a "
+                            "module-level function, a functools.partial of one or a method of a picklable "
+                            "object, or run with one worker") from e
+        ctx = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver":  # the server imports these once; workers fork from it
+            ctx.set_forkserver_preload([m for m in ("torch", _module_of(fn)) if m])
+        bar.set_postfix_str(f"{workers} workers")
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(fn,))
+        with _sigterm_as_interrupt():
+            pending: dict = {}
+            try:
+                for t in tasks:
+                    pending[pool.submit(_pool_task, [(cells[i], str(dirs[i])) for i in t], self.settings)] = t
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in sorted(done, key=lambda f: pending[f][0]):
+                        finished(pending.pop(fut), fut.result())  # a cell's error is raised here
+            except BaseException:
+                self._stop_pool(pool)
+                for fut, t in pending.items():  # cells that finished while the others stopped
+                    if fut.done() and not fut.cancelled() and fut.exception() is None:
+                        finished(t, fut.result())
+                raise
+            pool.shutdown()
+
+    @staticmethod
+    def _stop_pool(pool: ProcessPoolExecutor) -> None:
+        """Cancel queued cells, SIGTERM the running ones (a Trainer saves its checkpoint and stops; other
+        code stops at once), and wait up to STOP_TIMEOUT_S for the workers before killing them."""
+        procs = list((getattr(pool, "_processes", None) or {}).values())  # CPython keeps them there
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                with contextlib.suppress(OSError):
+                    os.kill(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+
+    # -- submitit ---------------------------------------------------------------------------------
+    def _run_submitit(self, cells, dirs, fn, tasks, workers, finished) -> None:
+        try:
+            import submitit
+        except ImportError as e:
+            raise UsageError("--launcher submitit needs the submitit package: pip install submitit") from e
+        opts = dict(self.submitit)
+        folder = Path(opts.pop("folder", self.out_dir / "submitit"))
+        ex = submitit.AutoExecutor(folder=folder, cluster=opts.pop("cluster", None))
+        params = {"timeout_min": 240, "cpus_per_task": 1, "name": self.out_dir.name or "sweep", **opts}
+        if ex.cluster == "slurm":
+            params.setdefault("slurm_array_parallelism", workers)
+        ex.update_parameters(**params)
+        with ex.batch():
+            jobs = [ex.submit(_submitit_task, fn, [(cells[i], str(dirs[i])) for i in t], self.settings, os.getpid())
+                    for t in tasks]
+        by_job = {id(j): t for j, t in zip(jobs, tasks)}
+        poll = 0.2 if ex.cluster in ("local", "debug") else 15.0
+        with _sigterm_as_interrupt():
+            try:
+                for job in submitit.helpers.as_completed(jobs, poll_frequency=poll):
+                    outcome, value = job.result()
+                    if outcome == "error":
+                        raise value
+                    finished(by_job[id(job)], value)
+            except BaseException:
+                for j in jobs:  # local: SIGINT, SLURM: scancel (SIGTERM): a Trainer checkpoints and stops
+                    if not j.done():
+                        with contextlib.suppress(Exception):
+                            j.cancel(check=False)
+                deadline = time.monotonic() + STOP_TIMEOUT_S
+                while ex.cluster == "local" and time.monotonic() < deadline and not all(j.done() for j in jobs):
+                    time.sleep(0.2)
+                raise
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line: the launch options every sweep command shares
+# --------------------------------------------------------------------------------------------------
+def add_launch_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--workers``, ``--launcher``, ``--slurm-partition`` and ``--slurm-time`` to a sweep's parser."""
+    g = parser.add_argument_group("parallel cells")
+    g.add_argument("--workers", type=int, default=None,
+                   help="cells run at once, each in its own process with one thread (default: the CPU cores, at "
+                        "most one per cell; 1 runs the cells one by one in this process). Results do not depend on it")
+    g.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="local: worker processes on this machine (default); submitit: one job per cell through "
+                        "submitit, on SLURM when sbatch is found (at most --workers at once), else local processes")
+    g.add_argument("--slurm-partition", default=None, help="--launcher submitit: the SLURM partition of the jobs")
+    g.add_argument("--slurm-time", type=int, default=None,
+                   help="--launcher submitit: time limit of each job in minutes (default 240)")
+    return parser
+
+
+def launch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``SweepRunner`` keyword arguments (workers, launcher, submitit) from parsed launch options,
+    or a UsageError naming the bad one."""
+    workers = None if args.workers is None else positive_int(args.workers, "--workers")
+    opts: dict[str, Any] = {}
+    if args.slurm_partition is not None:
+        opts["slurm_partition"] = args.slurm_partition
+    if args.slurm_time is not None:
+        opts["timeout_min"] = positive_int(args.slurm_time, "--slurm-time")
+    if opts and args.launcher != "submitit":
+        raise UsageError("--slurm-partition / --slurm-time need --launcher submitit")
+    if args.launcher == "submitit":
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise UsageError("--launcher submitit needs the submitit package: pip install submitit") from None
+    return {"workers": workers, "launcher": args.launcher, "submitit": opts}
 
 
 def aggregate(rows: list[dict[str, Any]], by: Sequence[str], metrics: Sequence[str]) -> list[dict[str, Any]]:
