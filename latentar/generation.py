@@ -68,17 +68,21 @@ def encode_for_ar(tokenizer, x: torch.Tensor, labels: torch.Tensor | None = None
 
 
 def build_generator(kind: str, latent_dim: int, length: int, num_classes: int = 0, d_model: int = 128,
-                    depth: int = 4, num_heads: int = 4, sampling_steps: int = 50, diffusion_batch_mul: int = 4, **kw):
+                    depth: int = 4, num_heads: int = 4, sampling_steps: int = 50, diffusion_batch_mul: int = 4,
+                    diffusion_kwargs: dict[str, Any] | None = None, **kw):
     """``gmm`` / ``diffusion`` / ``mse``: LatentAR with that head; ``joint``: the non-AR JointDiffusion
     control with the same width and depth. ``diffusion_batch_mul``: noised copies of each token per
-    training step for the diffusion head (MAR's ``diffusion_batch_mul``)."""
+    training step for the diffusion head (MAR's ``diffusion_batch_mul``); ``diffusion_kwargs``: the
+    diffusion process of either diffusion arm (e.g. ``prediction_type``, ``timestep_spacing``)."""
     from latentar.models import JointDiffusion, LatentAR
     common = dict(d_model=d_model, depth=depth, num_heads=num_heads, max_len=length, num_classes=num_classes, **kw)
+    diffusion_kwargs = dict(diffusion_kwargs or {})
     if kind == "joint":
-        return JointDiffusion(latent_dim=latent_dim, **common)
+        return JointDiffusion(latent_dim=latent_dim, **common, **diffusion_kwargs)
     if kind not in GENERATORS:
         raise ValueError(f"unknown generator {kind!r}; choose from {', '.join(GENERATORS)}")
-    head_kwargs = {"num_sampling_steps": sampling_steps, "batch_mul": diffusion_batch_mul} if kind == "diffusion" else {}
+    head_kwargs = ({"num_sampling_steps": sampling_steps, "batch_mul": diffusion_batch_mul, **diffusion_kwargs}
+                   if kind == "diffusion" else {})
     return LatentAR(latent_dim=latent_dim, head=kind, head_kwargs=head_kwargs, **common)
 
 

@@ -31,7 +31,8 @@ from latentar.tokenizers import load_tokenizer
 def run(cfg: DictConfig) -> dict:
     out = Path(cfg.out_dir)
     tok = load_tokenizer(cfg.tokenizer_dir)
-    domain = make_domain(cfg.data, seconds=cfg.audio_seconds)
+    # audio at the tokenizer's own sample rate (its mel loss was computed at it)
+    domain = make_domain(cfg.data, seconds=cfg.audio_seconds, sample_rate=tok.config["sample_rate"])
     latents = encode_for_ar(tok, domain.train_x, domain.train_y, draws=cfg.posterior_draws)
     torch.manual_seed(cfg.seed)
     model = hydra.utils.instantiate(cfg.model, latent_dim=latents.dim, max_len=latents.length,

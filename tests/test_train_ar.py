@@ -44,7 +44,8 @@ def compose_cfg(overrides):
 # in test_recipe_runs_on_every_tokenizer_family and on the ring in test_heads_ring.)
 # Measured on 2 CPU cores (recipe defaults otherwise, 300 steps, lr 2e-3, 200 samples at CFG 3):
 # class accuracy gmm 0.62, diffusion 0.59, mse 1.00 (the class-mean prototypes); chance is 0.1.
-@pytest.mark.parametrize("head", ["gmm", pytest.param("diffusion", marks=pytest.mark.slow), "mse"])
+@pytest.mark.parametrize("head", ["gmm", pytest.param("diffusion", marks=pytest.mark.slow),
+                                  pytest.param("mse", marks=pytest.mark.slow)])
 def test_each_head_generates_recognisable_digits(head, tokenizer_dir, tmp_path):
     overrides = [f"tokenizer_dir={tokenizer_dir}", f"out_dir={tmp_path}", f"model.head={head}", "model.d_model=64",
                  "model.depth=2", "trainer.max_steps=300", "trainer.progress=false", "trainer.device=cpu",

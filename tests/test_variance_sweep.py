@@ -66,7 +66,7 @@ def test_interrupted_sweep_resumes_to_identical_csv(smoke_run, tmp_path, monkeyp
         return original(self, cell, cell_dir)
 
     # the smoke preset's two GMM teacher-forcing cells (its tokenizers, CFG 1 only)
-    argv = SMOKE + ["--generators", "gmm", "--strategies", "tf", "--cfg", "1", "--out", str(out)]
+    argv = SMOKE + ["--generators", "gmm", "--strategies", "tf", "--cfg", "1", "--workers", "1", "--out", str(out)]
     monkeypatch.setattr(variance.VarianceSweep, "run_cell", killed_after_first)
     assert cli.main(argv) == 130  # the CLI reports the interrupt, exit 130
     monkeypatch.setattr(variance.VarianceSweep, "run_cell", original)
@@ -99,6 +99,8 @@ def test_interrupted_sweep_resumes_to_identical_csv(smoke_run, tmp_path, monkeyp
     (["--sampling-steps", "0"], "--sampling-steps must be an integer >= 1, got 0"),
     (["--temperature", "inf"], "--temperature must be a finite number"),
     (["--temperature", "0.9", "--sampler", "ddim"], "has no effect with sampler='ddim'"),
+    (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+    (["--data", "cifar"], "--data must be digits, mnist, speech or wavfolder:PATH"),
 ])
 def test_bad_options_get_clear_errors(args, message, capsys, tmp_path):
     assert cli.main(["sweep", "variance", "--preset", "smoke", "--out", str(tmp_path / "x")] + args) == 2
@@ -111,7 +113,7 @@ def test_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
         cli.main(["sweep", "variance", "--help"])
     text = capsys.readouterr().out
-    for opt in ("--tokenizer", "--beta", "--sampler", "--sampling-steps", "--temperature", "--c-sigma", "--generators", "--strategies", "--strategy-c-sigma", "--seeds", "--cfg", "--data",
+    for opt in ("--workers", "--launcher", "--tokenizer", "--beta", "--sampler", "--sampling-steps", "--temperature", "--c-sigma", "--generators", "--strategies", "--strategy-c-sigma", "--seeds", "--cfg", "--data",
                 "--preset", "--out", "--device"):
         assert opt in text
     assert "other settings" in text  # --out says what a rerun with other settings does
@@ -135,7 +137,7 @@ def test_every_diffusion_arm_is_sampled_with_the_one_sampler(tmp_path, monkeypat
         monkeypatch.setattr(cls, "set_timesteps", spy)
     out = tmp_path / "s"
     assert cli.main(TINY + ["--c-sigma", "0.5", "--generators", "diffusion,joint", "--sampler", "ddim",
-                            "--sampling-steps", "7", "--out", str(out)]) == 0
+                            "--sampling-steps", "7", "--workers", "1", "--out", str(out)]) == 0  # spied in-process
     assert seen and set(seen) == {("DDIMScheduler", 7)}, set(seen)
     rows = read_rows(out / "results.csv")
     assert [r["generator"] for r in rows] == ["diffusion", "joint"]
@@ -157,3 +159,21 @@ def test_vae_and_ae_tokenizers_go_through_the_sweep(tmp_path):
     md = (out / "results.md").read_text()
     assert "| vae |" in md and "| ae |" in md
     assert (out / "fd_vs_c_sigma.png").stat().st_size > 0
+
+
+def test_parallel_workers_give_the_serial_results(smoke_run, tmp_path):
+    """The smoke run (default --workers: the cores, tokenizers first in parallel) against a serial
+    rerun of two of its cells on its tokenizers: identical rows, timings aside."""
+    out = tmp_path / "serial"
+    shutil.copytree(smoke_run / "tokenizers", out / "tokenizers")
+    argv = SMOKE + ["--generators", "joint", "--strategies", "tf", "--workers", "1", "--out", str(out)]
+    assert cli.main(argv) == 0
+    serial = read_rows(out / "results.csv")
+    parallel = [r for r in read_rows(smoke_run / "results.csv") if r["generator"] == "joint"]
+    assert len(serial) == len(parallel) == 2
+    for a, b in zip(serial, parallel):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: b[k] for k in a if k != "seconds"}
+        assert all(b[k] == "" for k in set(b) - set(a))  # the AR arms' columns (exposure) are empty here
+    md = (smoke_run / "results.md").read_text()
+    assert "## Comparisons (paired over seeds)" in md and "## Verdicts on the published claims" in md
+    assert "Budget rule: every arm gets the same optimizer steps" in md

@@ -42,36 +42,53 @@ from latentar.diffusion.sampling import SAMPLERS
 from latentar.generation import (LatentSequences, SamplingConfig, build_generator, encode_for_ar,
                                  held_out_exposure, sample_and_score)
 from latentar.metrics.domains import make_domain
-from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table, parse_list, settings_key
+from latentar.sweeps.runner import (SweepRunner, add_launch_args, aggregate, launch_options, markdown_table, parse_list,
+                                   settings_key)
+from latentar.sweeps.verdicts import COMPETENT_ACC, claim_verdicts, comparison_rows
 
 GENERATORS = ("gmm", "diffusion", "joint")  # the sweep's; latentar.generation also has mse
 STRATEGIES = ("tf", "ss", "noise", "bash")
 
-# Budgets per preset. Options given on the command line override the list-valued ones. On CPU the
-# diffusion head repeats each token once per step (MAR and LatentLM use batch_mul 4, as `full` does),
-# and the strategies run on the generators in `strategy_generators` (of those selected).
+# Budgets per preset. Options given on the command line override the list-valued ones. Every arm gets
+# the same optimizer steps, batch and learning rate (the budget rule results.md states). The diffusion
+# head repeats each token `diffusion_batch_mul` times per step (4, as MAR and LatentLM; measured on
+# the quick budget: FD 30.9 with 4 copies vs 83.4 with 1 at 400 steps). `diffusion_process` sets the
+# diffusion parameterisation per diffusion arm: both predict v with "trailing" spacing. Measured at
+# 400 steps, lr 5e-3, C_sigma 0, one seed: JointDiffusion's class accuracy at CFG 3 is 0.99 (0.52
+# predicting eps; 0.10 at lr 2e-3), the competent control LatentLM's comparison needs; the diffusion
+# head's FD without CFG is 16.0 (30.9 predicting eps). The strategies run on `strategy_generators`.
+_V = {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}
+DIFFUSION_V = {"joint": _V, "diffusion": _V}
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(c_sigma=[0.0, 0.5], generators=["gmm", "joint"], strategies=["tf", "ss"], seeds=1,
                   cfg=[1.0, 3.0], tok_steps=150, gen_steps=120, d_model=64, depth=2, num_heads=4,
-                  posterior_draws=2, num_samples=200, sampling_steps=10, batch_size=64, audio_seconds=0.5, lr=2e-3,
+                  posterior_draws=2, num_samples=200, sampling_steps=10, batch_size=64, audio_seconds=0.512, lr=5e-3,
                   diffusion_batch_mul=1, strategy_generators=["gmm"], tokenizers=["sigma_vae"], beta=[1e-3],
-                  sampler="ddpm", temperature=1.0),
+                  sampler="ddpm", temperature=1.0, diffusion_process=DIFFUSION_V),
     "quick": dict(c_sigma=[0.0, 0.25, 0.5, 1.0], generators=["gmm", "diffusion", "joint"],
-                  strategies=["tf", "ss", "noise"], seeds=2, cfg=[1.0, 3.0], tok_steps=400, gen_steps=400,
+                  strategies=["tf", "ss", "noise"], seeds=3, cfg=[1.0, 3.0], tok_steps=400, gen_steps=400,
                   d_model=64, depth=2, num_heads=4, posterior_draws=4, num_samples=250, sampling_steps=10,
-                  batch_size=128, audio_seconds=1.0, lr=2e-3, diffusion_batch_mul=1, strategy_generators=["gmm"],
-                  tokenizers=["sigma_vae"], beta=[1e-4, 1e-3, 1e-2], sampler="ddpm", temperature=1.0),
+                  batch_size=128, audio_seconds=1.024, lr=5e-3, diffusion_batch_mul=4, strategy_generators=["gmm"],
+                  tokenizers=["sigma_vae"], beta=[1e-4, 1e-3, 1e-2], sampler="ddpm", temperature=1.0,
+                  diffusion_process=DIFFUSION_V),
     "full": dict(c_sigma=[0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5], generators=["gmm", "diffusion", "joint"],
                  strategies=["tf", "ss", "noise", "bash"], seeds=3, cfg=[1.0, 2.0, 3.0, 4.0], tok_steps=4000,
                  gen_steps=6000, d_model=256, depth=6, num_heads=8, posterior_draws=8, num_samples=1000,
-                 sampling_steps=50, batch_size=256, audio_seconds=2.0, lr=1e-3, diffusion_batch_mul=4,
+                 sampling_steps=50, batch_size=256, audio_seconds=2.048, lr=1e-3, diffusion_batch_mul=4,
                  strategy_generators=["gmm", "diffusion"], tokenizers=["sigma_vae"], beta=[1e-5, 1e-4, 1e-3, 1e-2],
-                 sampler="ddpm", temperature=1.0),
+                 sampler="ddpm", temperature=1.0, diffusion_process=DIFFUSION_V),
 }
 # Tokenizer families and the knob each is swept along: SigmaVAE's fixed noise C_sigma (LatentLM),
 # the VAE's KL weight beta (GIVT's trade: higher beta, worse reconstruction, easier AR modelling),
 # and the deterministic AE (no knob: one point, the C_sigma = 0 end of both).
 TOKENIZERS = ("sigma_vae", "vae", "ae")
+# Image tokenizers other than the 8x8 preset: MNIST 28x28 -> a 7x7 grid (49 tokens of 8 dims); narrow
+# channels keep a step at ~0.25 s on one core (800 steps: PSNR 27.7 dB, reconstruction FD 7.6).
+IMAGE_NETWORKS = {"mnist": {"latent_dim": 8, "channels": [8, 16], "strides": [2, 2]}}
+# Audio: 16 kHz, the default tokenizer's hop 256 gives 62.5 frames/s (audio_seconds 1.024 -> 64
+# frames); tokenizers train on 0.512 s random windows (latentar.tokenizers.crops), AR models on whole clips.
+AUDIO_RATE = 16000
+AUDIO_TRAIN_CROP, AUDIO_TRAIN_BATCH = 8192, 16  # ~0.5 s per tokenizer step on one core (bench/audio_tokenizer.py)
 
 
 @dataclass
@@ -89,6 +106,7 @@ class SweepConfig:
     seeds: int = 1
     cfg: list[float] = field(default_factory=list)
     budget: dict[str, Any] = field(default_factory=dict)
+    launch: dict[str, Any] = field(default_factory=dict)   # SweepRunner: workers, launcher, submitit
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,11 +116,11 @@ class VarianceSweep:
     def __init__(self, cfg: SweepConfig):
         self.cfg, self.b = cfg, cfg.budget
         self.out = Path(cfg.out)
-        self.task = make_domain(cfg.data, seconds=float(self.b["audio_seconds"]))
+        self.task = make_domain(cfg.data, seconds=float(self.b["audio_seconds"]), sample_rate=AUDIO_RATE)
         self._tokenizers: dict[float, Any] = {}
         self._latents: dict[float, LatentSequences] = {}
         self.progress = True
-        self.runner = SweepRunner(self.out, progress=False, settings=self.cell_settings())
+        self.runner = SweepRunner(self.out, progress=False, settings=self.cell_settings(), **cfg.launch)
 
     def cell_settings(self) -> dict[str, Any]:
         """What changes a cell's result besides its parameters: the data, the budget and the CFG
@@ -156,15 +174,20 @@ class VarianceSweep:
     def tokenizer_settings(self, point: tuple) -> dict[str, Any]:
         """Everything the tokenizer of ``point`` is built from: its class and constructor, its training, its data."""
         fam, c_sigma, beta = point
-        kw = dict(latent_dim=4) if self.task.modality == "image" else dict(latent_dim=16, mel_weight=1.0)
+        if self.task.modality == "audio":
+            kw = dict(latent_dim=16, mel_weight=1.0, sample_rate=AUDIO_RATE)
+        else:
+            kw = {"latent_dim": 4, **IMAGE_NETWORKS.get(self.task.name, {})}
         if fam == "sigma_vae":
             kw["c_sigma"] = float(c_sigma)
         elif fam == "vae":
             kw["beta"] = float(beta)
         return {"data": _data_key(self.cfg.data), "audio_seconds": float(self.b["audio_seconds"]), "init_seed": 1000,
                 "tokenizer": fam, "model": dict(modality=self.task.modality, in_channels=self.task.in_channels, **kw),
-                "train": dict(max_steps=self.b["tok_steps"], batch_size=self.b["batch_size"], lr=2e-3,
-                              warmup_steps=20, seed=0)}
+                "train": dict(max_steps=self.b["tok_steps"], lr=2e-3,
+                              batch_size=self.b["batch_size"] if self.task.modality == "image" else AUDIO_TRAIN_BATCH,
+                              warmup_steps=20, seed=0),
+                "crop": AUDIO_TRAIN_CROP if self.task.modality == "audio" else None}
 
     def tokenizer_dir(self, point: tuple) -> Path:
         return self.out / "tokenizers" / f"{_point_name(point)}-{settings_key(self.tokenizer_settings(point))}"
@@ -175,7 +198,7 @@ class VarianceSweep:
         build waits beside the folder, so the next build resumes it."""
         if point in self._tokenizers:
             return self._tokenizers[point]
-        from latentar.tokenizers import TOKENIZERS
+        from latentar.tokenizers import TOKENIZERS, CropTraining
         from latentar.train import Trainer
         d, ts = self.tokenizer_dir(point), self.tokenizer_settings(point)
         cls = TOKENIZERS[ts["tokenizer"]]
@@ -186,8 +209,10 @@ class VarianceSweep:
             tok = cls(**ts["model"])
             data = (TensorDataset(self.task.train_x, self.task.train_y) if self.task.train_y is not None
                     else TensorDataset(self.task.train_x))
-            Trainer(**ts["train"], device=self.cfg.device, out_dir=train_dir, progress=self.progress, log_every=50,
-                    desc=f"tokenizer {_point_name(point)}").fit(tok, data)
+            task = tok if ts["crop"] is None else CropTraining(tok, ts["crop"])  # audio: short random windows
+            Trainer(**ts["train"], device=self.cfg.device, out_dir=train_dir, log_every=50,
+                    progress=self.progress and self.runner.workers == 1,
+                    desc=f"tokenizer {_point_name(point)}").fit(task, data)
             tok.estimate_latent_scale(self.task.train_x.to(next(tok.parameters()).device))
             tok = tok.cpu().eval()
             tok.save_pretrained(tmp / "model")
@@ -198,6 +223,12 @@ class VarianceSweep:
         build_once(d, build, ready=lambda p: (p / "model" / "config.json").is_file() and (p / "report.json").is_file())
         self._tokenizers[point] = cls.from_pretrained(d / "model").cpu().eval()
         return self._tokenizers[point]
+
+    def tokenizer_cell(self, cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+        """A runner cell that trains (or finds) the tokenizer of ``cell``: the sweep's first stage."""
+        point = self.point(cell)
+        self.tokenizer(point)
+        return {"tokenizer_dir": str(self.tokenizer_dir(point))}
 
     @torch.no_grad()
     def tokenizer_report(self, tok) -> dict[str, Any]:
@@ -237,13 +268,15 @@ class VarianceSweep:
         torch.manual_seed(cell["seed"])
         model = build_generator(cell["generator"], lat.dim, lat.length, self.task.num_classes, d_model=self.b["d_model"],
                                 depth=self.b["depth"], num_heads=self.b["num_heads"],
-                                diffusion_batch_mul=self.b["diffusion_batch_mul"])
+                                diffusion_batch_mul=self.b["diffusion_batch_mul"],
+                                diffusion_kwargs=self.b["diffusion_process"].get(cell["generator"]))
         data = lat.dataset()
         task = model if cell["generator"] == "joint" else ExposureTask(model, self.strategy(cell["strategy"]), data=data)
         trainer = Trainer(max_steps=self.b["gen_steps"], batch_size=self.b["batch_size"], lr=self.b["lr"],
                           warmup_steps=min(50, self.b["gen_steps"] // 10), device=self.cfg.device,
                           out_dir=cell_dir / "train", ckpt_every=max(50, self.b["gen_steps"] // 4),
-                          seed=cell["seed"], log_every=25, desc=_short(cell), progress=self.progress)
+                          seed=cell["seed"], log_every=25, desc=_short(cell),
+                          progress=self.progress and self.runner.workers == 1)  # no bars inside worker processes
         result = trainer.fit(task, data)
         model.eval()
         tok_report = json.loads((self.tokenizer_dir(point) / "report.json").read_text())
@@ -283,6 +316,20 @@ class VarianceSweep:
             cols = ["generator", "strategy", "n"] + [f"{m}_{s}" for m in metrics
                                                      if m.startswith(("fd_", "exposure")) for s in ("mean", "std")]
             md += [f"\n## Exposure strategies at C_sigma = {self.cfg.strategy_c_sigma:g}\n", markdown_table(strat, columns=cols)]
+        fds = [m for m in metrics if m.startswith("fd_")] + [m for m in ("exposure_fd_own_slope",) if m in metrics]
+        comps = comparison_rows(rows, fds, self.cfg.strategy_c_sigma)
+        if comps:
+            md += ["\n## Comparisons (paired over seeds)\n",
+                   "Difference of the second arm minus the first, mean and 95% Student-t interval over the seeds both "
+                   "share, with the paired t-test's p-value; `significant` when the interval excludes 0. A difference "
+                   "that is not significant is not a finding.\n", markdown_table(comps)]
+        verdicts = claim_verdicts(rows, self.cfg.cfg, self.cfg.strategy_c_sigma)
+        md += ["\n## Verdicts on the published claims\n",
+               f"Budget rule: every arm gets the same optimizer steps ({self.b['gen_steps']}) at the same batch size "
+               f"({self.b['batch_size']}) and learning rate, on the same latents; an arm whose class accuracy at the "
+               f"largest CFG scale is below {COMPETENT_ACC:g} is not trained to competence and its claims are not "
+               "judged. Verdicts come from 95% intervals over seeds (latentar.sweeps.verdicts).\n",
+               markdown_table(verdicts, columns=["claim", "verdict", "evidence", "source"])]
         (self.out / "results.md").write_text("\n".join(md))
         self.plot(agg)
 
@@ -397,7 +444,15 @@ class VarianceSweep:
         (self.out / "sweep.json").write_text(json.dumps(
             {k: (str(v) if isinstance(v, Path) else v) for k, v in self.cfg.__dict__.items()}, indent=2))
         self.runner.progress = progress
-        rows = self.runner.run(self.cells(), self.run_cell, desc="variance sweep")
+        cells = self.cells()
+        points = list(dict.fromkeys(self.point(c) for c in cells))
+        if self.runner.workers != 1 and len(points) > 1:
+            # the tokenizers first, in parallel (each is cached by build_once, so this only warms the cache)
+            stage = SweepRunner(self.out / "tokenizers" / ".stage", progress=progress, **self.cfg.launch,
+                                settings={"tokenizers": [self.tokenizer_settings(p) for p in points]})
+            stage.run([dict(zip(("tokenizer", "c_sigma", "beta"), p)) for p in points], self.tokenizer_cell,
+                      desc="tokenizers")
+        rows = self.runner.run(cells, self.run_cell, desc="variance sweep")
         self.write_outputs(rows)
         self.plot_exposure(rows)
         return rows
@@ -428,7 +483,7 @@ def _short(cell: dict[str, Any]) -> str:
 def build_parser(command: str = "sweep variance") -> argparse.ArgumentParser:
     p = ArgumentParser(prog=f"latentar {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="budget: smoke (~2 min, tests), quick (~15 min on 2 CPU cores), full (GPU)")
+                   help="budget: smoke (~2 min, tests), quick (<= 15 min on 2 CPU cores, 3 seeds), full (GPU)")
     p.add_argument("--tokenizer", help=f"comma-separated tokenizer families, a subset of {','.join(TOKENIZERS)} "
                                        "(default sigma_vae): SigmaVAE swept along --c-sigma, VAE along --beta, AE one point")
     p.add_argument("--c-sigma", help="comma-separated SigmaVAE noise scales, e.g. 0,0.1,0.25,0.5,1.0 (default: preset's)")
@@ -446,7 +501,8 @@ def build_parser(command: str = "sweep variance") -> argparse.ArgumentParser:
     p.add_argument("--strategy-c-sigma", type=float, default=0.5, help="C_sigma at which strategies are compared (0.5)")
     p.add_argument("--seeds", type=int, help="number of seeds per cell (default: preset's)")
     p.add_argument("--cfg", help="comma-separated CFG scales >= 0; 1 means no guidance (default: 1,3)")
-    p.add_argument("--data", default="digits", help="digits | speech | wavfolder:PATH (default digits)")
+    p.add_argument("--data", default="digits",
+                   help="digits (8x8, 16 tokens) | mnist (28x28, 49 tokens) | speech | wavfolder:PATH (default digits)")
     p.add_argument("--out", default="runs/sweep",
                    help="output directory (default runs/sweep). A rerun with the same settings resumes it; one with "
                         "other settings (steps, CFG scales, data, ...) trains new cells and tokenizers beside the old "
@@ -455,6 +511,7 @@ def build_parser(command: str = "sweep variance") -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override the generator's training steps (>= 1)")
     p.add_argument("--tok-steps", type=int, help="override the tokenizer's training steps (>= 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_launch_args(p)
     return p
 
 
@@ -489,8 +546,8 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         folder = args.data.split(":", 1)[1]
         if not Path(folder).expanduser().is_dir():
             raise UsageError(f"--data {args.data}: wav folder {folder!r} does not exist")
-    elif args.data not in ("digits", "speech"):
-        raise UsageError(f"--data must be digits, speech or wavfolder:PATH, got {args.data!r}")
+    elif args.data not in ("digits", "mnist", "speech"):
+        raise UsageError(f"--data must be digits, mnist, speech or wavfolder:PATH, got {args.data!r}")
     budget = {k: v for k, v in preset.items()
               if k not in ("c_sigma", "beta", "tokenizers", "generators", "strategies", "seeds", "cfg")}
     if args.sampler is not None:
@@ -512,7 +569,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return SweepConfig(preset=args.preset, data=args.data, out=out_dir(args.out), device=check_device(args.device),
                        tokenizers=tokenizers, beta=beta, c_sigma=c_sigma, generators=generators, strategies=strategies,
                        strategy_c_sigma=strategy_c_sigma,
-                       seeds=seeds, cfg=cfg, budget=budget)
+                       seeds=seeds, cfg=cfg, budget=budget, launch=launch_options(args))
 
 
 def main(argv: list[str] | None = None, command: str = "sweep variance") -> int:
