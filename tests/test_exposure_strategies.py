@@ -277,6 +277,7 @@ def test_unpack_batch_layouts():
     x = latents()
     y = torch.arange(B)
     assert unpack_batch(x).x is x
+    assert unpack_batch([x]).x is x and unpack_batch([x]).labels is None  # an unlabelled TensorDataset (audio)
     b = unpack_batch((x, y))
     assert b.labels is y and b.loss_mask is None
     inp, tgt = torch.randint(0, 9, (2, 5)), torch.randint(0, 9, (2, 5))

@@ -104,7 +104,7 @@ def unpack_batch(batch: Any) -> SeqBatch:
     """Read what the Trainer's DataLoader yields into a :class:`SeqBatch`.
 
     Accepted layouts:
-    * ``x``: latents ``(B, T, D)`` or tokens ``(B, T)``;
+    * ``x``: latents ``(B, T, D)`` or tokens ``(B, T)``, or ``(x,)`` (an unlabelled TensorDataset's batch);
     * ``(x, labels)``: labels ``(B,)`` integers;
     * ``(input, target)``: two ``(B, n)`` token tensors (a TextCorpus pair): x = [input_0, target],
       position 0 not trained;
@@ -113,6 +113,8 @@ def unpack_batch(batch: Any) -> SeqBatch:
     """
     if torch.is_tensor(batch):
         return SeqBatch(_check_x(batch))
+    if isinstance(batch, (tuple, list)) and len(batch) == 1 and torch.is_tensor(batch[0]):
+        return SeqBatch(_check_x(batch[0]))
     if isinstance(batch, Mapping):
         key = next((k for k in ("tokens", "x", "latents") if k in batch), None)
         if key is None:
