@@ -36,16 +36,15 @@ def check_split(split: str, name: str) -> None:
         raise ValueError(f"unknown {name} split {split!r}; expected one of {SPLITS}")
 
 
+
 class LabelledImages(Dataset):
     """Map-style dataset of ``(image (1, S, S) float32 in [-1, 1], label int64 scalar)`` over one
     split of ``load(split) -> (images, labels)``; construction only validates ``split``, the data
-    is read on first use. ``images (N, 1, S, S)`` and ``labels (N,)`` hold the whole split."""
+    is read on first use. ``images (N, 1, S, S)`` and ``labels (N,)`` hold the whole split.
+    Subclasses set ``name`` and ``load = staticmethod(<loader>)`` (DigitsDataset, MnistDataset)."""
 
-    name = "images"
-
-    @staticmethod
-    def load(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+    name: str
+    load: LoadFn
 
     def __init__(self, split: str = "train"):
         check_split(split, self.name)
@@ -71,5 +70,3 @@ class LabelledImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[i], self.labels[i]
 
-
-LoadFn = Callable[[str], tuple[torch.Tensor, torch.Tensor]]
