@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # The models here are small: one OpenMP thread per process is fastest and steadiest on 2 cores.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv demo test test-all bench clean
+.PHONY: venv demo standard test test-all bench clean
 
 $(STAMP): constraints.txt pyproject.toml
 	@command -v espeak-ng >/dev/null 2>&1 || { echo "installing espeak-ng (speech corpus)"; \
@@ -29,6 +29,12 @@ venv: $(STAMP)
 demo: venv
 	$(VENV)/bin/latentar sweep variance --preset quick --data digits --out runs/demo
 	@echo "table: runs/demo/results.md   plots: runs/demo/*.png"
+
+# The README's run: the standard preset on MNIST, then on speech (<= 60 min on 2 cores in all).
+standard: venv
+	$(VENV)/bin/latentar sweep variance --preset standard --data mnist --out runs/standard/mnist
+	$(VENV)/bin/latentar sweep variance --preset standard --data speech --out runs/standard/speech
+	@echo "tables: runs/standard/mnist/results.md runs/standard/speech/results.md"
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -190,3 +190,17 @@ def test_compare_discrete_workers_2_equals_workers_1(tmp_path):
     assert len(w1) == 2
     assert [{k: v for k, v in r.items() if k not in timing} for r in w2] == \
         [{k: v for k, v in r.items() if k not in timing} for r in w1]
+
+
+def test_softprompt_bench_workers_2_equals_workers_1(tmp_path):
+    """The frozen LM travels to the worker processes with each cell; the fits are the serial ones."""
+    from latentar import cli
+
+    argv = ["softprompt", "bench", "--model", "charlm", "--charlm-preset", "test", "--lengths", "8", "--targets", "2",
+            "--max-steps", "10", "--objectives", "ce,ce+ul", "--n-virtual", "4", "--quiet", "--device", "cpu"]
+    assert cli.main(argv + ["--workers", "1", "--out", str(tmp_path / "w1")]) == 0
+    assert cli.main(argv + ["--workers", "2", "--out", str(tmp_path / "w2")]) == 0
+    w1, w2 = _csv(tmp_path / "w1"), _csv(tmp_path / "w2")
+    assert len(w1) == 4
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in w2] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in w1]

