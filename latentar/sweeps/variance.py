@@ -66,7 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   diffusion_batch_mul=1, strategy_generators=["gmm"], tokenizers=["sigma_vae"], beta=[1e-3],
                   sampler="ddpm", temperature=1.0, diffusion_process=DIFFUSION_V),
     # quick: what `make demo` runs, <= 15 min on 2 cores. Three C_sigma points are the fewest that show a
-    # U shape; 42 cells over four points took 22.9 min on 2 workers (docs/demo before this preset).
+    # U shape; measured 9.1 min on 2 workers from an empty cache (33 cells; 4 points took 22.9 min).
     "quick": dict(c_sigma=[0.0, 0.5, 1.0], generators=["gmm", "diffusion", "joint"],
                   strategies=["tf", "ss", "noise"], seeds=3, cfg=[1.0, 3.0], tok_steps=400, gen_steps=400,
                   d_model=64, depth=2, num_heads=4, posterior_draws=2, num_samples=200, sampling_steps=10,
