@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -15,3 +16,14 @@ def eval_mode(module: nn.Module):
         yield module
     finally:
         module.train(was_training)
+
+
+def latent_batch(batch, who: str, latent_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A latent model's Trainer batch -> ``(latents (B, T, D), labels or None)``: latents, ``(latents,)``
+    (an unlabelled TensorDataset's batch) or ``(latents, labels)``; else a ValueError naming ``who``."""
+    if torch.is_tensor(batch):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and len(batch) in (1, 2) and all(torch.is_tensor(b) for b in batch):
+        return batch[0], (batch[1] if len(batch) == 2 else None)
+    raise ValueError(f"{who}.training_step expects a latent tensor (B, T, {latent_dim}), (latents,) or a "
+                     f"(latents, labels) pair, got {type(batch).__name__}")

@@ -103,3 +103,16 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(loaded(x, t), model(x, t))
     with pytest.raises(ValueError, match="shape mismatch"):
         JointDiffusion.from_pretrained(tmp_path / "jd", latent_dim=3)
+
+
+def test_training_step_reads_unlabelled_dataset_batches():
+    """An unlabelled TensorDataset yields ``(x,)`` (speech latents): same loss as the bare tensor."""
+    model = make().train()
+    z = torch.randn(4, T, D)
+    losses = []
+    for batch in (z, (z,), [z]):
+        torch.manual_seed(3)
+        losses.append(model.training_step(batch).item())
+    assert losses[0] == losses[1] == losses[2]
+    with pytest.raises(ValueError, match=r"JointDiffusion.training_step expects .*\(latents,\)"):
+        model.training_step((z, torch.zeros(4), torch.zeros(4)))

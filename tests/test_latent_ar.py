@@ -81,6 +81,13 @@ def test_training_step_batches_and_label_dropout():
     assert torch.equal(seen[-1], y)  # no dropout in eval
     hook.remove()
     assert make("gmm").training_step(z).dim() == 0
+    unlabelled = make("gmm")
+    torch.manual_seed(1)
+    bare = unlabelled.training_step(z).item()
+    torch.manual_seed(1)
+    assert unlabelled.training_step((z,)).item() == bare  # an unlabelled TensorDataset's batch
+    with pytest.raises(ValueError, match=r"LatentAR.training_step expects .*\(latents,\)"):
+        unlabelled.training_step(["not", "tensors"])
     with pytest.raises(ValueError, match="unconditional"):
         make("gmm").loss(z, labels=y)
 

@@ -38,7 +38,7 @@ from latentar.diffusion.sampling import (DEFAULT_NUM_STEPS, DEFAULT_SAMPLER, PRE
 from latentar.heads.base import check_guidance
 from latentar.models.transformer import CausalTransformer
 from latentar.pretrained import PretrainedMixin
-from latentar.torch_utils import eval_mode
+from latentar.torch_utils import eval_mode, latent_batch
 
 TIME_FREQ_DIM = 256  # sinusoidal timestep features before the MLP (DiT's frequency_embedding_size)
 
@@ -177,13 +177,9 @@ class JointDiffusion(PretrainedMixin, nn.Module):
         return F.mse_loss(self(x_t, t, labels), target)
 
     def training_step(self, batch) -> torch.Tensor:
-        """Shared-Trainer hook: ``batch`` is latents ``(B, T, D)`` or ``(latents, labels)``."""
-        if torch.is_tensor(batch):
-            return self.loss(batch)
-        if isinstance(batch, (tuple, list)) and len(batch) == 2:
-            return self.loss(batch[0], labels=batch[1] if self.num_classes > 0 else None)
-        raise ValueError(f"JointDiffusion.training_step expects a latent tensor (B, T, {self.latent_dim}) or a "
-                         f"(latents, labels) pair, got {type(batch).__name__}")
+        """Shared-Trainer hook: ``batch`` is latents ``(B, T, D)``, ``(latents,)`` or ``(latents, labels)``."""
+        x, labels = latent_batch(batch, "JointDiffusion", self.latent_dim)
+        return self.loss(x, labels=labels if self.num_classes > 0 else None)
 
     # ------------------------------------------------------------------ sampling
     def make_sampler(self, sampler: str = DEFAULT_SAMPLER):

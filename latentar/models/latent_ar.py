@@ -32,7 +32,7 @@ import torch.nn as nn
 from latentar.heads.base import check_guidance
 from latentar.models.transformer import CausalTransformer, KVCache
 from latentar.pretrained import PretrainedMixin
-from latentar.torch_utils import eval_mode
+from latentar.torch_utils import eval_mode, latent_batch
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -190,13 +190,9 @@ class LatentAR(PretrainedMixin, nn.Module):
         return per_token.mean() if reduction == "mean" else per_token.sum()
 
     def training_step(self, batch) -> torch.Tensor:
-        """Shared-Trainer hook: ``batch`` is latents ``(B, T, D)`` or ``(latents, labels)``."""
-        if torch.is_tensor(batch):
-            return self.loss(batch)
-        if isinstance(batch, (tuple, list)) and len(batch) == 2:
-            return self.loss(batch[0], labels=batch[1] if self.num_classes > 0 else None)
-        raise ValueError(f"LatentAR.training_step expects a latent tensor (B, T, {self.latent_dim}) or a "
-                         f"(latents, labels) pair, got {type(batch).__name__}")
+        """Shared-Trainer hook: ``batch`` is latents ``(B, T, D)``, ``(latents,)`` or ``(latents, labels)``."""
+        x, labels = latent_batch(batch, "LatentAR", self.latent_dim)
+        return self.loss(x, labels=labels if self.num_classes > 0 else None)
 
     @torch.no_grad()
     def predict_parallel(self, z: torch.Tensor, labels: torch.Tensor | None = None, temperature: float = 1.0,
