@@ -1,4 +1,5 @@
-"""Synthetic seq2seq tasks over bytes: copy, reverse, sort, add, with a controlled answer length.
+"""Synthetic seq2seq tasks over bytes: copy, reverse, sort, add, and the compounding tasks
+running_sum, chain, add_lsd (``latentar.data.compounding``), with a controlled answer length.
 
 Vocabulary (``VOCAB_SIZE = 260``): ids 0..255 are the raw bytes; then the special ids
 ``PAD = 256`` (padding, never in a loss), ``BOS = 257`` (optional start), ``SEP = 258`` (ends the
@@ -10,12 +11,18 @@ padded to a fixed length per dataset so the default collate stacks it. Next-toke
 ``input_ids = tokens[:-1]``, ``target_ids = tokens[1:]``, and ``loss_mask`` (over targets) is True
 exactly where the target is an answer byte or the final EOS.
 
-Tasks (``length`` is always the exact answer length in bytes):
+Tasks (``length`` is the exact answer length in bytes, or in steps for the compounding tasks):
 * ``copy``: prompt = ``length`` random symbols from ``alphabet``; answer = prompt.
 * ``reverse``: answer = prompt reversed.
 * ``sort``: answer = prompt's bytes in ascending order.
 * ``add``: prompt = ``b"a+b"`` in decimal; answer = ``a + b``, a number with exactly ``length``
   digits (the sum is drawn first, then ``a`` uniformly in ``[0, sum]``); ``alphabet`` is unused.
+* ``running_sum``, ``chain``, ``add_lsd``: ``length`` steps, each computed from the previous
+  step's written value (see ``latentar.data.compounding``; ``alphabet`` is unused). Their datasets
+  have a checker (:meth:`SeqTask.check`) and an expert (:meth:`SeqTask.expert_targets`).
+
+In every task, one dataset's answers and prompts have one length (``max_answer_len``,
+``max_prompt_len``), except ``add``'s prompts.
 
 Splits never overlap: an example belongs to the held-out split iff a hash of (task, prompt) falls
 in the ``test_fraction`` bucket; each split rejection-samples prompts from its own bucket. Item
@@ -32,11 +39,13 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from latentar.data.compounding import COMPOUNDING
+
 NUM_BYTES = 256
 PAD, BOS, SEP, EOS = 256, 257, 258, 259
 VOCAB_SIZE = 260
 SPECIAL_IDS = {"PAD": PAD, "BOS": BOS, "SEP": SEP, "EOS": EOS}
-TASKS = ("copy", "reverse", "sort", "add")
+TASKS = ("copy", "reverse", "sort", "add", *COMPOUNDING)
 SPLITS = ("train", "test")
 _MAX_TRIES = 10_000
 
@@ -52,6 +61,8 @@ def solve(task: str, prompt: bytes) -> bytes:
     if task == "add":
         a, b = prompt.split(b"+")
         return str(int(a) + int(b)).encode()
+    if task in COMPOUNDING:
+        return COMPOUNDING[task].solve(prompt)
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
@@ -89,8 +100,8 @@ class SeqTask(Dataset):
     """Map-style dataset of one synthetic task; see the module docstring for the format.
 
     Args:
-        task: ``"copy" | "reverse" | "sort" | "add"``.
-        length: exact answer length in bytes (digits for ``add``).
+        task: one of ``TASKS``.
+        length: exact answer length in bytes (digits for ``add``, steps for the compounding tasks).
         num_examples: dataset size.
         seed: item ``i`` of (task, length, seed, split) is always the same example.
         split: ``"train"`` or ``"test"``; the two never share a prompt.
@@ -117,17 +128,26 @@ class SeqTask(Dataset):
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
         self.alphabet = alphabet.encode() if isinstance(alphabet, str) else bytes(alphabet)
-        if task != "add" and not self.alphabet:
+        self.compounding = COMPOUNDING.get(task)
+        uses_alphabet = task != "add" and self.compounding is None
+        if uses_alphabet and not self.alphabet:
             raise ValueError("alphabet must hold at least one symbol")
-        if task != "add" and len(set(self.alphabet)) != len(self.alphabet):
+        if uses_alphabet and len(set(self.alphabet)) != len(self.alphabet):
             raise ValueError(f"alphabet has repeated symbols: {self.alphabet!r}")
         self.task, self.length, self.num_examples = task, int(length), int(num_examples)
         self.seed, self.split, self.test_fraction, self.add_bos = int(seed), split, float(test_fraction), add_bos
         # Longest prompt: copy/reverse/sort -> length; add -> two numbers of <= length digits and "+".
-        self.max_prompt_len = 2 * self.length + 1 if task == "add" else self.length
-        self.seq_len = int(add_bos) + self.max_prompt_len + 1 + self.length + 1
+        if self.compounding is not None:
+            self.max_prompt_len = self.compounding.prompt_len(self.length)
+            self.max_answer_len = self.compounding.answer_len(self.length)
+        else:
+            self.max_prompt_len = 2 * self.length + 1 if task == "add" else self.length
+            self.max_answer_len = self.length
+        self.seq_len = int(add_bos) + self.max_prompt_len + 1 + self.max_answer_len + 1
 
     def _draw_prompt(self, rng: random.Random) -> bytes:
+        if self.compounding is not None:
+            return self.compounding.draw_prompt(rng, self.length)
         if self.task == "add":
             lo = 0 if self.length == 1 else 10 ** (self.length - 1)
             total = rng.randint(lo, 10**self.length - 1)
@@ -153,6 +173,34 @@ class SeqTask(Dataset):
 
     def __len__(self) -> int:
         return self.num_examples
+
+    # ------------------------------------------------------------------ compounding tasks
+    def _compounding(self, what: str):
+        if self.compounding is None:
+            raise ValueError(f"{what} exists for the compounding tasks {sorted(COMPOUNDING)}, not for {self.task!r}")
+        return self.compounding
+
+    def check(self, prompt: bytes, generated: Sequence[int] | torch.Tensor) -> dict[str, float]:
+        """The task's checker on generated answer ids (decoded up to EOS): final_exact, step_exact,
+        step_valid, exact (``latentar.data.compounding.CompoundingTask.check``)."""
+        return self._compounding("check()").check(prompt, decode_ids(generated))
+
+    def expert_targets(self, prompt_ids: torch.Tensor, answer_ids: torch.Tensor) -> torch.Tensor:
+        """The expert's next id after every prefix of an answer: ``out[j]`` = the correct id after
+        ``prompt answer[:j]`` (EOS once the answer is complete). ``prompt_ids``: the packed prompt
+        (``[BOS] prompt SEP``); ``answer_ids (A,)``: any ids, e.g. a model's free run."""
+        task = self._compounding("expert_targets()")
+        prompt = decode_ids(prompt_ids, stop_at_eos=False)
+        ids = answer_ids.tolist()
+        out, prefix = [], bytearray()
+        for t in ids:
+            nxt = task.next_byte(prompt, bytes(prefix))
+            out.append(EOS if nxt is None else nxt)
+            if not 0 <= t < NUM_BYTES:  # a special id (EOS, PAD) ends what the expert can continue
+                break
+            prefix.append(t)
+        out += [PAD] * (len(ids) - len(out))
+        return torch.tensor(out, dtype=torch.long)
 
     def __getitem__(self, i: int) -> dict:
         prompt, answer = self.example(i)
