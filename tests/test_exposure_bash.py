@@ -82,7 +82,10 @@ def test_tokens_pool_never_samples_the_prompt():
     assert torch.equal(pool["g"][~mask], pool["y"][~mask])
     assert stats["trainable_tokens"] == mask.sum().item() == 120 * 5
     assert abs(stats["sample_share"] - 0.3) < 4 * math.sqrt(0.3 * 0.7 / 600)
-    assert stats["backbone_calls"] == pool["y"].shape[1]
+    # the shared prompt goes in one cached pass, then one pass per later position
+    prompt_columns = int(mask.any(0).long().argmax())
+    assert prompt_columns == 5  # "abcd" SEP
+    assert stats["backbone_calls"] == pool["y"].shape[1] - prompt_columns
 
 
 def test_warmup_then_regeneration_every_k_steps_and_the_loss_is_sft_plus_bash():

@@ -132,12 +132,14 @@ def test_frechet_distance_closed_form():
 
 
 def test_exposure_contract_names_are_strategies_and_a_meter():
-    from latentar.exposure import BASH, RAC, ContextNoise, ScheduledSampling, TeacherForcing, exposure_curve
+    from latentar.exposure import (BASH, RAC, ContextNoise, Relabel, ScheduledSampling, SequenceLevel, TeacherForcing,
+                                   TokenUnlikelihood, exposure_curve)
     from latentar.exposure.base import Strategy
-    for cls in (TeacherForcing, ScheduledSampling, ContextNoise, BASH, RAC):
+    for cls in (TeacherForcing, ScheduledSampling, ContextNoise, BASH, RAC, Relabel, TokenUnlikelihood, SequenceLevel):
         assert inspect.isclass(cls) and issubclass(cls, Strategy), cls
         assert isinstance(cls.targets_valid, bool)
     assert TeacherForcing.targets_valid and ContextNoise.targets_valid and not ScheduledSampling.targets_valid
+    assert Relabel.targets_valid and TokenUnlikelihood.targets_valid and SequenceLevel.targets_valid
     assert callable(exposure_curve)
 
 

@@ -185,6 +185,37 @@ def check_finite(name: str, value: Any, low: float | None = 0.0, high: float | N
     return float(value)
 
 
+@torch.no_grad()
+def rollout(model: nn.Module, source: SeqBatch, use_reference: torch.Tensor, temperature: float = 1.0,
+            gen_batch_size: int = 256, generator: torch.Generator | None = None, greedy: bool = False) -> torch.Tensor:
+    """The model's own sequences, with the source fed where ``use_reference (n, T)`` is True:
+    ``model.generate(reference=source.x, use_reference=...)`` (KV cache) in chunks of
+    ``gen_batch_size`` rows; labels travel with their rows. For tokens, the leading columns that
+    every row takes from the source (the prompt) are fed as ``prompt=`` in one pass. The free runs
+    and mixed contexts of BASH, RAC, Relabel and the sequence-level objective."""
+    n, T = source.x.shape[:2]
+    x, use_reference = source.x, use_reference.to(source.x.device)
+    # Token LMs: the columns every row takes from the source (a common prompt) go in one cached pass.
+    P = int(use_reference.all(0).long().cumprod(0).sum()) if source.discrete else 0
+    if P == T:
+        return x.clone()
+    out = x.clone()
+    for start in range(0, n, gen_batch_size):
+        rows = slice(start, min(n, start + gen_batch_size))
+        kw: dict[str, Any] = {"reference": x[rows, P:], "use_reference": use_reference[rows, P:],
+                              "temperature": temperature}
+        if P:
+            kw["prompt"] = x[rows, :P]
+        if greedy:
+            kw["greedy"] = True
+        if source.labels is not None:
+            kw["labels"] = source.labels[rows]
+        if generator is not None:
+            kw["generator"] = generator
+        out[rows, P:] = model.generate(rows.stop - rows.start, T - P, **kw).to(out.dtype)
+    return out
+
+
 def mix(mask: torch.Tensor, sample: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """``sample`` where ``mask (B, T)`` is True, ``truth`` elsewhere (tokens or latents)."""
     m = mask if truth.dim() == 2 else mask.unsqueeze(-1)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from latentar.exposure.base import (OfflinePoolStrategy, SeqBatch, bernoulli_mask, check_finite, make_batch,
-                                    model_device, trainable_mask)
+                                    model_device, rollout, trainable_mask)
 
 
 class BASH(OfflinePoolStrategy):
@@ -82,19 +82,10 @@ class BASH(OfflinePoolStrategy):
         n, T = source.x.shape[:2]
         trainable = trainable_mask(source.x, source.loss_mask)
         sampled = bernoulli_mask((n, T), self.beta, device, generator) & trainable  # True: the model's z^j
-        g = torch.empty_like(source.x)
         calls0 = getattr(model, "num_backbone_calls", 0)
         t0 = time.perf_counter()
         with autocast if autocast is not None else contextlib.nullcontext():
-            for start in range(0, n, self.gen_batch_size):
-                rows = slice(start, min(n, start + self.gen_batch_size))
-                kw: dict[str, Any] = {"reference": source.x[rows], "use_reference": ~sampled[rows],
-                                      "temperature": self.temperature}
-                if source.labels is not None:
-                    kw["labels"] = source.labels[rows]
-                if generator is not None:
-                    kw["generator"] = generator
-                g[rows] = model.generate(rows.stop - rows.start, T, **kw).to(g.dtype)  # Eq. 4, cached
+            g = rollout(model, source, ~sampled, self.temperature, self.gen_batch_size, generator)  # Eq. 4, cached
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0

@@ -57,7 +57,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from latentar.exposure.base import OfflinePoolStrategy, SeqBatch, check_finite, make_batch, trainable_mask
+from latentar.exposure.base import (OfflinePoolStrategy, SeqBatch, check_finite, make_batch, rollout,
+                                    trainable_mask)
 
 # The seq-task vocabulary (latentar.data.seq_tasks): PAD, BOS, SEP, EOS ids.
 PAD_ID, BOS_ID, SEP_ID, EOS_ID = 256, 257, 258, 259
@@ -136,7 +137,7 @@ class ReferenceAugmented(Dataset):
             raise ValueError("ReferenceAugmented needs items with 'tokens' and 'loss_mask' (a SeqTask)")
         base_len = int(first["tokens"].numel())
         if max_answer_len is None:
-            max_answer_len = int(getattr(base, "length", base_len))
+            max_answer_len = int(getattr(base, "max_answer_len", getattr(base, "length", base_len)))
         self.seq_len = base_len + template.extra_len(max_answer_len)
 
     def is_reference(self, i: int) -> bool:
@@ -246,20 +247,13 @@ class RAC(OfflinePoolStrategy):
         source = self._draw(data, generator).to(device)
         n, T = source.x.shape
         answer = trainable_mask(source.x, source.loss_mask)  # (n, T) answer + EOS positions
-        z = torch.empty_like(source.x)
         calls0 = getattr(model, "num_backbone_calls", 0)
         t0 = time.perf_counter()
         was_training = model.training
         model.eval()
         try:
             with autocast if autocast is not None else contextlib.nullcontext():
-                for s in range(0, n, self.gen_batch_size):
-                    rows = slice(s, min(n, s + self.gen_batch_size))
-                    kw: dict[str, Any] = {"reference": source.x[rows], "use_reference": ~answer[rows],
-                                          "temperature": self.temperature}
-                    if generator is not None:
-                        kw["generator"] = generator
-                    z[rows] = model.generate(rows.stop - rows.start, T, **kw).to(z.dtype)
+                z = rollout(model, source, ~answer, self.temperature, self.gen_batch_size, generator)
                 zbar = self.relabel(model, source.x, z, answer)
         finally:
             model.train(was_training)

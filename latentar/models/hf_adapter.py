@@ -240,7 +240,8 @@ class HFSeqTask(Dataset):
         self.pad_id = int(pad_id if pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                                                              else self.eos_id))
         max_prompt = int(getattr(base, "max_prompt_len", 0)) or max(len(base.example(i)[0]) for i in range(len(base)))
-        self.length = int(getattr(base, "length", 0)) or max(len(base.example(i)[1]) for i in range(len(base)))
+        self.length = (int(getattr(base, "max_answer_len", 0) or getattr(base, "length", 0))
+                       or max(len(base.example(i)[1]) for i in range(len(base))))
         self.max_prompt_ids = len(self.intro_ids) + max_prompt + len(self.sep_ids)  # <= one id per byte
         self.seq_len = seq_len or self.max_prompt_ids + self.length + 1
 

@@ -42,51 +42,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentar.exposure.scheduled_sampling import ScheduledSampling
+from latentar.exposure.sequence_level import prefix_reward, reinforce_loss
+from latentar.exposure.unlikelihood import UL_MIN, unlikelihood_loss
 from latentar.exposure.schedules import linear, make_schedule
 from latentar.softprompt.decoding import greedy, sample
 from latentar.softprompt.prompt import SoftPrompt, TFPass
 
-UL_MIN = 1e-5  # Welleck et al.'s clamp of 1 - p
 
 
 # ------------------------------------------------------------------ the formulas, as pure functions
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean ``-log softmax(logits)[target]`` over all positions; ``logits (B, T, V)``, ``targets (B, T)``."""
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
-
-
-def unlikelihood_loss(logits: torch.Tensor, candidates: torch.Tensor, min_prob: float = UL_MIN) -> torch.Tensor:
-    """``(1/(B T)) sum_{b,t} sum_{c: candidates[b,t,c]} -log clamp(1 - p_{b,t}(c), min_prob)``.
-
-    ``logits (B, T, V)``, ``candidates (B, T, V)`` bool.
-    """
-    if candidates.shape != logits.shape:
-        raise ValueError(f"candidates {tuple(candidates.shape)} must have the logits' shape {tuple(logits.shape)}")
-    probs = logits.float().softmax(-1)
-    penalty = -torch.log((1.0 - probs).clamp_min(min_prob))  # (B, T, V)
-    return (penalty * candidates.to(penalty.dtype)).sum() / (logits.shape[0] * logits.shape[1])
-
-
-def reinforce_loss(token_logp: torch.Tensor, rewards: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-    """``-(1/K) sum_i (r_i - b_i) (1/L) sum_t log p_it`` for ``token_logp (K, L)``, ``rewards, baseline (K,)``.
-
-    The advantage is a constant (no gradient flows into the reward or the baseline).
-    """
-    adv = (rewards - baseline).detach().to(token_logp.dtype)
-    return -(adv * token_logp.mean(dim=1)).mean()
-
-
-def prefix_reward(sample_ids: torch.Tensor, target: torch.Tensor, exact_bonus: float = 0.5) -> torch.Tensor:
-    """``(1 - w) lcp / L + w 1[exact]`` per row of ``sample_ids (K, L)`` against ``target (L,)``: 1 for an
-    exact match, partial credit for the length of the correct prefix."""
-    if not 0.0 <= exact_bonus <= 1.0:
-        raise ValueError(f"exact_bonus must lie in [0, 1], got {exact_bonus}")
-    L = target.shape[-1]
-    wrong = sample_ids != target.view(1, -1)  # (K, L)
-    exact = ~wrong.any(1)  # (K,)
-    lcp = torch.where(exact, torch.full_like(exact, L, dtype=torch.long), wrong.long().argmax(1)).float()
-    exact = exact.float()
-    return (1.0 - exact_bonus) * lcp / L + exact_bonus * exact
 
 
 def first_wrong(pred: torch.Tensor, target: torch.Tensor) -> int:
