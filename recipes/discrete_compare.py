@@ -1,10 +1,11 @@
-"""SFT vs scheduled sampling vs BASH vs RAC on byte seq2seq tasks (a thin Hydra front end).
+"""SFT vs scheduled sampling vs BASH vs RAC vs relabelling vs unlikelihood vs REINFORCE / MIXER on
+byte seq2seq tasks (a thin Hydra front end).
 
-    python recipes/discrete_compare.py preset=quick task=reverse lengths=[8,16,32,64] out=runs/discrete
+    python recipes/discrete_compare.py preset=quick tasks=[running_sum,chain] lengths=[6,10] out=runs/discrete
     python recipes/discrete_compare.py preset=smoke +model=char_lm model.d_model=64 model.depth=2
 
 Config: latentar/configs/discrete_compare.yaml (keys = latentar.sweeps.discrete.CompareConfig).
-The same run from the CLI: ``latentar compare discrete --task reverse --len 8,16,32,64 --preset quick``.
+The same run from the CLI: ``latentar compare discrete --task running_sum,chain --len 6,10 --preset quick``.
 """
 from __future__ import annotations
 

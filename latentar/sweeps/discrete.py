@@ -1,41 +1,63 @@
-"""`latentar compare discrete`: SFT vs scheduled sampling vs BASH vs RAC on byte seq2seq tasks.
+"""`latentar compare discrete`: SFT, scheduled sampling, BASH, RAC, relabelling, unlikelihood and a
+sequence-level objective on byte seq2seq tasks, where exposure bias can (compounding tasks) or
+cannot (copy, reverse, sort) exist.
 
-    latentar compare discrete --task reverse --len 8,16,32,64 --strategies sft,ss,bash,rac \\
-        --seeds 3 --preset quick --out runs/discrete
+    latentar compare discrete --task running_sum,chain,add_lsd --len 8,16 --seeds 3 --preset quick \\
+        --out runs/discrete
 
-For every (strategy, answer length, seed) cell: build the task's train split (``SeqTask``, seeded
-by the cell's seed) and a fixed held-out split, train a ``CharLM`` from scratch with the shared
-Trainer and ``ExposureTask(model, strategy)``, then evaluate
+For every (task, strategy, length, seed) cell: build the task's train split (``SeqTask``, seeded by
+the cell's seed) and a fixed held-out split, train a ``CharLM`` from scratch with the shared
+Trainer and ``ExposureTask(model, strategy)``, then evaluate on the held-out split
 
-* greedy exact match of the answer (prompt fed, answer decoded up to EOS) on the held-out split;
+* greedy exact match of the answer (prompt fed, answer decoded up to EOS), and for the
+  compounding tasks (``latentar.data.compounding``) the checker's ``final_exact`` (the final
+  answer), ``step_exact`` (steps equal to the reference's) and ``step_valid`` (steps correct given
+  the previous step as written);
 * the exposure meter (``latentar.exposure.exposure_curve``, greedy): per-position token error
-  under the model's own prefix against under the ground-truth prefix, kept at the answer positions
-  (answer index 0..len, the last one being EOS).
+  under the model's own prefix (``err_own``) against under the ground-truth prefix (``err_gt``)
+  at the answer positions; ``exposure_gap = err_own_mean - err_gt_mean``. A task *compounds*
+  when SFT's gap has a 95% interval over seeds above 0 at the longest length (copy / reverse /
+  sort: every answer token depends on the prompt alone, so the gap stays near 0).
 
-Every strategy gets the same model, data, steps and batch size; the strategies are the library's
-(``latentar.exposure``): TeacherForcing ("sft"), ScheduledSampling ("ss", two-pass, sampled tokens,
-p ramped linearly from 0 to ``--ss-max``), BASH ("bash", beta = 0.2, Cen et al. Alg. 1) and RAC
-("rac", Cen et al. Alg. 2). BASH and RAC train SFT alone for the first ``warmup_frac`` of the
-steps, then rebuild their pool every ``regen_frac`` of the steps (offline iterations). RAC's SFT
-data has ``--rac-fraction`` of its items formatted as f(x, y) -> y so the model can read a
-reference (see ``latentar.exposure.rac``).
+Budget rule: every strategy gets the same backbone, data, optimizer steps, batch size and learning
+rate (equal optimizer steps); the extra passes a strategy spends (SS's prediction pass, BASH / RAC /
+Relabel pool generation, REINFORCE rollouts) are its cost, reported as ``train_seconds``.
 
-Outputs in ``--out``: ``results.csv`` (one row per cell), ``results.md`` (mean ± std over seeds,
-and exact match as a strategy x length table), ``exact_match_vs_length.png``,
-``error_vs_position_len<L>.png``, and per cell ``cells/<id>/`` (Trainer checkpoint, metrics,
-``curve.json``, the trained model, ``settings.json``).
+Strategies (the library's, ``latentar.exposure``; schedules relative to ``--steps``):
+* ``sft``: TeacherForcing.
+* ``ss``, ``ss_exp``, ``ss_invsig``: two-pass ScheduledSampling (sampled tokens) with p rising to
+  ``--ss-max`` at the end of training, linearly, exponentially (p = 1 - k^e, k = 1 - ss_max) and as
+  an inverse sigmoid (b = 0.1, midpoint c = 1 + b ln(1/ss_max - 1) so that p(1) = ss_max), the three
+  schedules of Bengio et al. (2015); ``ss_anneal``: linear to p = 1, the fully annealed limit.
+* ``bash``: BASH (beta = 0.2, Cen et al. Alg. 1); ``rac``: RAC (Alg. 2, reference template); both
+  SFT alone for ``--warmup-frac`` of the steps, then a new pool every ``--regen-frac``.
+* ``relabel``: DAgger / optimal-completion relabelling of the model's own prefixes by the task's
+  expert (``SeqTask.expert_targets``; compounding tasks only), with BASH's pool schedule.
+* ``unlikelihood``: token-level unlikelihood of previous-context candidates (Welleck et al. 2020,
+  alpha = ``--ul-alpha``).
+* ``reinforce``, ``mixer``: REINFORCE with a leave-one-out baseline on ``--rl-rows`` rows per step
+  after the warm-up, on the whole answer (``reinforce``) or MIXER's annealed suffix (``mixer``).
 
-Reruns: a cell's folder ``cells/<id>-<hash>`` is keyed by a hash of every setting that changes its
-result (:func:`cell_settings`: the task, steps, batch, learning rate, data sizes, model and
-strategy hyper-parameters; not the lists of lengths / strategies / seeds, the device or the
-checkpoint interval). Rerunning with the same settings skips finished cells and resumes an
-interrupted one from its checkpoint; with other settings it trains new cells beside the old ones,
-and results.csv, results.md and the plots show only the current settings' cells.
+Outputs in ``--out``: ``results.csv`` (one row per cell), ``results.md`` (per task: exact match as
+a strategy x length table with 95% intervals; the compounding table; one verdict row per published
+claim, ``latentar.sweeps.discrete_verdicts``), per task ``<task>_exact_vs_length.png``,
+``<task>_exposure_len<L>.png`` (SFT's own vs teacher-forced error per position) and
+``<task>_error_len<L>.png`` (own-prefix error per strategy), and per cell ``cells/<id>/``
+(Trainer checkpoint, metrics, ``curve.json``, the trained model, ``settings.json``).
+
+Reruns: a cell's folder ``cells/<id>-<hash>`` is keyed by its (task, strategy, len, seed) and a
+hash of every other setting that changes its result (:func:`cell_settings`: steps, batch, learning
+rate, data sizes, model and strategy hyper-parameters; not the lists of tasks / lengths /
+strategies / seeds, the device, the workers or the checkpoint interval). Rerunning with the same
+settings skips finished cells and resumes an interrupted one from its checkpoint; with other
+settings it trains new cells beside the old ones, and results.csv, results.md and the plots show
+only the current settings' cells.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,27 +71,51 @@ from torch.utils.data import default_collate
 
 from latentar.cliargs import (ArgumentParser, UsageError, check_device, finite, out_dir, positive_int,
                               unique)
+from latentar.data.compounding import COMPOUNDING
 from latentar.data.seq_tasks import EOS, PAD, TASKS, SeqTask
-from latentar.exposure import BASH, ExposureTask, ScheduledSampling, TeacherForcing, exposure_curve
+from latentar.exposure import (BASH, RAC, ExposureTask, Relabel, ScheduledSampling, SequenceLevel, TeacherForcing,
+                               TokenUnlikelihood, exposure_curve)
 from latentar.exposure.base import Strategy
-from latentar.exposure.rac import RAC, ReferenceTemplate
+from latentar.exposure.rac import ReferenceTemplate
 from latentar.metrics.plots import save_lines
 from latentar.models.char_lm import CharLM, complete, left_align
+from latentar.sweeps.discrete_verdicts import COMPETENT_ERR, PENDING, compounding_rows, discrete_verdicts
 from latentar.sweeps.runner import SweepRunner, add_launch_args, aggregate, launch_options, markdown_table, parse_list
+from latentar.sweeps.stats import mean_ci
 from latentar.train import Trainer
 
 # The strategy classes, by command-line name: the library's own, never re-implemented here.
-STRATEGIES: dict[str, type[Strategy]] = {"sft": TeacherForcing, "ss": ScheduledSampling, "bash": BASH, "rac": RAC}
-METRICS = ("exact_match", "token_acc", "first_error_mean", "err_own_mean", "err_gt_mean", "err_own_last")
+STRATEGIES: dict[str, type[Strategy]] = {
+    "sft": TeacherForcing, "ss": ScheduledSampling, "ss_exp": ScheduledSampling, "ss_invsig": ScheduledSampling,
+    "ss_anneal": ScheduledSampling, "bash": BASH, "rac": RAC, "relabel": Relabel, "unlikelihood": TokenUnlikelihood,
+    "reinforce": SequenceLevel, "mixer": SequenceLevel,
+}
+EXPERT_STRATEGIES = ("relabel",)  # need the task's expert: compounding tasks only
+COMPOUNDING_TASKS = tuple(COMPOUNDING)
+CHECKER_METRICS = ("final_exact", "step_exact", "step_valid")
+METRICS = ("exact_match", *CHECKER_METRICS, "token_acc", "first_error_mean", "err_own_mean", "err_gt_mean",
+           "exposure_gap", "err_own_last", "train_seconds")
+INVSIG_WIDTH = 0.1  # b of the inverse-sigmoid schedule (progress units)
 
-# Budgets per preset; options given on the command line override them.
+# Budgets per preset; options given on the command line override them. Lengths are answer bytes
+# (copy / reverse / sort / add) or steps (the compounding tasks).
+_ALL = list(STRATEGIES)
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(lengths=[4, 8], seeds=1, steps=40, batch_size=32, lr=1e-3, num_train=2000, num_test=64,
-                  d_model=32, depth=1, num_heads=2, pool_size=64, ckpt_every=0),
-    "quick": dict(lengths=[8, 16, 32, 64], seeds=3, steps=800, batch_size=32, lr=2e-3, num_train=50_000,
-                  num_test=256, d_model=64, depth=2, num_heads=4, pool_size=512, ckpt_every=100),
-    "full": dict(lengths=[8, 16, 32, 64], seeds=3, steps=4000, batch_size=128, lr=1e-3, num_train=200_000,
-                 num_test=1000, d_model=128, depth=4, num_heads=4, pool_size=2048, ckpt_every=250),
+    "smoke": dict(tasks=["running_sum"], lengths=[3, 6], seeds=1, steps=40, batch_size=32, lr=1e-3, num_train=2000,
+                  num_test=64, d_model=32, depth=1, num_heads=2, pool_size=64, ckpt_every=0),
+    # quick: running_sum at 8 and 16 steps on a budget where SFT is mid-way through learning it (with
+    # 1000 steps every length up to 16 is solved exactly: no errors, so nothing to compound), the core
+    # arms only: 13.6 min on 2 cores from an empty cache. standard: every task and strategy, 297 cells
+    # (about 8 h on 2 cores from the quick cells' step times; sized for a GPU or --launcher submitit).
+    "quick": dict(tasks=["running_sum"], lengths=[8, 16], strategies=["sft", "ss", "bash", "relabel", "mixer"],
+                  seeds=3, steps=500, batch_size=64, lr=2e-3, num_train=20_000, num_test=200, d_model=128, depth=2,
+                  num_heads=4, pool_size=256, ckpt_every=100),
+    "standard": dict(tasks=list(COMPOUNDING_TASKS), lengths=[6, 10, 16], strategies=list(_ALL), seeds=3, steps=2000,
+                     batch_size=64, lr=2e-3, num_train=50_000, num_test=256, d_model=128, depth=2, num_heads=4,
+                     pool_size=512, ckpt_every=250),
+    "full": dict(tasks=list(COMPOUNDING_TASKS), lengths=[4, 8, 16, 32], seeds=5, steps=4000, batch_size=128, lr=1e-3,
+                 num_train=200_000, num_test=1000, d_model=128, depth=4, num_heads=4, pool_size=2048,
+                 ckpt_every=250),
 }
 
 
@@ -77,30 +123,34 @@ PRESETS: dict[str, dict[str, Any]] = {
 class CompareConfig:
     """Everything one comparison depends on (the command line and the Hydra config map onto it)."""
 
-    task: str = "reverse"
-    lengths: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
-    strategies: list[str] = field(default_factory=lambda: ["sft", "ss", "bash", "rac"])
+    tasks: list[str] = field(default_factory=lambda: ["running_sum"])
+    lengths: list[int] = field(default_factory=lambda: [8, 16])
+    strategies: list[str] = field(default_factory=lambda: list(_ALL))
     seeds: int = 3
     preset: str = "quick"
     out: str = "runs/discrete"
     device: str = "auto"
-    steps: int = 800
-    batch_size: int = 32
+    steps: int = 500
+    batch_size: int = 64
     lr: float = 2e-3
-    num_train: int = 50_000
-    num_test: int = 256
-    d_model: int = 64
+    num_train: int = 20_000
+    num_test: int = 200
+    d_model: int = 128
     depth: int = 2
     num_heads: int = 4
     pos: str = "learned"            # CharLM positions: learned absolute (reverse needs absolute offsets) | rope
-    pool_size: int = 512
+    pool_size: int = 256
     ckpt_every: int = 100
-    warmup_frac: float = 0.5        # BASH / RAC: share of the steps trained with SFT alone
-    regen_frac: float = 0.25        # BASH / RAC: share of the steps between two pool rebuilds
+    warmup_frac: float = 0.5        # BASH / RAC / Relabel / REINFORCE: share of the steps with SFT alone
+    regen_frac: float = 0.25        # BASH / RAC / Relabel: share of the steps between two pool rebuilds
     beta: float = 0.2               # BASH (the paper's value)
-    ss_max: float = 0.25            # scheduled sampling: p ramps linearly 0 -> ss_max over training
+    ss_max: float = 0.25            # scheduled sampling: p rises 0 -> ss_max over training (ss, ss_exp, ss_invsig)
     rac_fraction: float = 0.25      # RAC: share of SFT items formatted as f(x, y) -> y
-    test_seed: int = 1000           # the held-out split is the same for every cell of one length
+    ul_alpha: float = 1.0           # unlikelihood weight (Welleck et al.'s token-level alpha)
+    rl_rows: int = 8                # REINFORCE / MIXER: rows rolled out per step
+    rl_start_share: float = 0.25    # MIXER: sampled share of the answer at the end of the warm-up
+    rl_exact_bonus: float = 0.5     # REINFORCE / MIXER: reward weight of an exact match (vs prefix credit)
+    test_seed: int = 1000           # the held-out split is the same for every cell of one (task, length)
     progress: bool = True
 
     @classmethod
@@ -111,40 +161,52 @@ class CompareConfig:
 
     def validate(self) -> None:
         """Raise a UsageError naming the first setting that cannot run (nothing has started yet)."""
-        if self.task not in TASKS:
-            raise UsageError(f"--task: unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad or not self.tasks:
+            raise UsageError(f"--task: unknown tasks {bad}; expected names from {', '.join(TASKS)}")
+        unique(self.tasks, "--task")
         bad = [s for s in self.strategies if s not in STRATEGIES]
-        if bad:
+        if bad or not self.strategies:
             raise UsageError(f"--strategies: unknown strategies {bad}; expected names from {', '.join(STRATEGIES)}")
         unique(self.strategies, "--strategies")
+        no_expert = [t for t in self.tasks if t not in COMPOUNDING]
+        for s in (s for s in self.strategies if s in EXPERT_STRATEGIES):
+            if no_expert:
+                raise UsageError(f"--strategies {s} needs the task's expert, which only the compounding tasks "
+                                 f"({', '.join(COMPOUNDING)}) have; --task {','.join(no_expert)} has none")
         unique([positive_int(n, "--len") for n in self.lengths], "--len")
         for name, minimum in (("seeds", 1), ("steps", 1), ("batch_size", 1), ("num_train", 1), ("num_test", 2),
-                              ("d_model", 1), ("depth", 1), ("num_heads", 1), ("pool_size", 1), ("ckpt_every", 0)):
+                              ("d_model", 1), ("depth", 1), ("num_heads", 1), ("pool_size", 1), ("ckpt_every", 0),
+                              ("rl_rows", 2)):
             positive_int(getattr(self, name), _option(name), minimum=minimum)
         if self.d_model % self.num_heads:
             raise UsageError(f"--d-model {self.d_model} is not divisible by --num-heads {self.num_heads}")
         finite(self.lr, "--lr", minimum=0.0, strict=True)
-        for name in ("warmup_frac", "regen_frac", "beta", "ss_max", "rac_fraction"):
+        finite(self.ul_alpha, "--ul-alpha", minimum=0.0)
+        for name in ("warmup_frac", "regen_frac", "beta", "ss_max", "rac_fraction", "rl_start_share",
+                     "rl_exact_bonus"):
             v = finite(getattr(self, name), _option(name), minimum=0.0)
             if v > 1.0:
                 raise UsageError(f"{_option(name)} must lie in [0, 1], got {v}")
         if self.regen_frac == 0.0:
             raise UsageError("--regen-frac must be > 0 (the pool is rebuilt every regen_frac * steps steps)")
+        if not 0.0 < self.ss_max < 1.0 and any(s in self.strategies for s in ("ss_exp", "ss_invsig")):
+            raise UsageError(f"--ss-max must lie in (0, 1) for ss_exp / ss_invsig, got {self.ss_max}")
         check_device(self.device)
         out_dir(self.out)
 
 
 def _option(field_name: str) -> str:
     """The command-line spelling of a CompareConfig field (``num_test`` -> ``--num-test``)."""
-    return "--len" if field_name == "lengths" else "--" + field_name.replace("_", "-")
+    return {"lengths": "--len", "tasks": "--task"}.get(field_name, "--" + field_name.replace("_", "-"))
 
 
 # Fields that only select which cells exist or how they run; every other field keys the cells.
-NOT_SETTINGS = ("lengths", "strategies", "seeds", "preset", "out", "device", "progress", "ckpt_every")
+NOT_SETTINGS = ("tasks", "lengths", "strategies", "seeds", "preset", "out", "device", "progress", "ckpt_every")
 
 
 def cell_settings(cfg: CompareConfig) -> dict[str, Any]:
-    """What changes a cell's result besides its (strategy, len, seed): the rest of the config."""
+    """What changes a cell's result besides its (task, strategy, len, seed): the rest of the config."""
     return {k: v for k, v in asdict(cfg).items() if k not in NOT_SETTINGS}
 
 
@@ -153,27 +215,44 @@ def ss_ramp(progress: float, p_max: float) -> float:
     return p_max * min(1.0, max(0.0, progress))
 
 
-def build_strategy(name: str, cfg: CompareConfig) -> Strategy:
-    """The library strategy for a command-line name, with the comparison's budget-relative schedule."""
+def build_strategy(name: str, cfg: CompareConfig, train: SeqTask | None = None) -> Strategy:
+    """The library strategy for a command-line name, with the comparison's budget-relative schedule.
+    ``train``: the cell's training split (its expert for ``relabel``)."""
     warmup = int(round(cfg.warmup_frac * cfg.steps))
     regen = max(1, int(round(cfg.regen_frac * cfg.steps)))
     gen_batch = min(cfg.pool_size, 256)
+    pool = dict(warmup_steps=warmup, regen_every=regen, pool_size=cfg.pool_size, gen_batch_size=gen_batch)
     if name == "sft":
         return TeacherForcing()
     if name == "ss":
         return ScheduledSampling(schedule=partial(ss_ramp, p_max=cfg.ss_max), mode="sample")
+    if name == "ss_exp":  # p = 1 - k^e reaches ss_max at e = 1
+        return ScheduledSampling(schedule="exponential", schedule_kwargs={"k": 1.0 - cfg.ss_max}, mode="sample")
+    if name == "ss_invsig":  # p = 1 / (1 + exp((c - e) / b)) reaches ss_max at e = 1
+        c = 1.0 + INVSIG_WIDTH * math.log(1.0 / cfg.ss_max - 1.0)
+        return ScheduledSampling(schedule="inverse_sigmoid", schedule_kwargs={"c": c, "b": INVSIG_WIDTH},
+                                 mode="sample")
+    if name == "ss_anneal":  # linear to p = 1: the fully annealed limit
+        return ScheduledSampling(schedule="linear", mode="sample")
     if name == "bash":
-        return BASH(beta=cfg.beta, warmup_steps=warmup, regen_every=regen, pool_size=cfg.pool_size,
-                    gen_batch_size=gen_batch)
+        return BASH(beta=cfg.beta, **pool)
     if name == "rac":
-        return RAC(warmup_steps=warmup, regen_every=regen, pool_size=cfg.pool_size, gen_batch_size=gen_batch,
-                   reference_fraction=cfg.rac_fraction, template=ReferenceTemplate())
+        return RAC(reference_fraction=cfg.rac_fraction, template=ReferenceTemplate(), **pool)
+    if name == "relabel":
+        if train is None or train.compounding is None:
+            raise ValueError("relabel needs the training split of a compounding task (its expert)")
+        return Relabel(expert=train.expert_targets, pad_id=PAD, **pool)
+    if name == "unlikelihood":
+        return TokenUnlikelihood(alpha=cfg.ul_alpha)
+    if name in ("reinforce", "mixer"):
+        return SequenceLevel(warmup=cfg.warmup_frac, mixer=name == "mixer", start_share=cfg.rl_start_share,
+                             rollout_rows=cfg.rl_rows, exact_bonus=cfg.rl_exact_bonus)
     raise ValueError(f"unknown strategy {name!r}; expected one of {sorted(STRATEGIES)}")
 
 
 def model_max_len(train: SeqTask) -> int:
     """Positions every strategy's model needs: the packed sequence plus RAC's reference (same for all)."""
-    return train.seq_len + ReferenceTemplate().extra_len(train.length)
+    return train.seq_len + ReferenceTemplate().extra_len(train.max_answer_len)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +284,7 @@ def answer_targets(batch: dict) -> torch.Tensor:
 def answer_curve(curve_values: np.ndarray, batch: dict) -> list[float | None]:
     """An exposure-meter curve over packed positions -> over answer positions 0..A (A = EOS).
 
-    Exact when every prompt has the same length (copy, reverse, sort); for ``add`` the answer
+    Exact when every prompt has the same length (every task but ``add``); for ``add`` the answer
     start varies and the curve is taken from the shortest prompt's answer start.
     """
     start = int(min(batch["prompt_len"]))
@@ -214,8 +293,17 @@ def answer_curve(curve_values: np.ndarray, batch: dict) -> list[float | None]:
     return [None if not np.isfinite(v) else float(v) for v in vals]
 
 
+def checker_scores(test: SeqTask, pred: torch.Tensor) -> dict[str, float]:
+    """Mean of the task checker's final_exact / step_exact / step_valid over the greedy answers
+    (compounding tasks; NaN for the others, which have no steps)."""
+    if test.compounding is None:
+        return {m: float("nan") for m in CHECKER_METRICS}
+    scores = [test.check(test.example(i)[0], pred[i]) for i in range(len(test))]
+    return {m: float(np.mean([s[m] for s in scores])) for m in CHECKER_METRICS}
+
+
 def evaluate(model: CharLM, test: SeqTask, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """Greedy exact match and the exposure meter on the held-out split: (scalars, curves)."""
+    """Greedy exact match, the checker and the exposure meter on the held-out split: (scalars, curves)."""
     batch = default_collate([test[i] for i in range(len(test))])
     pred, ref = greedy_answers(model, batch), answer_targets(batch)
     valid = ref != PAD
@@ -226,9 +314,10 @@ def evaluate(model: CharLM, test: SeqTask, seed: int) -> tuple[dict[str, float],
     own, gt = answer_curve(curve.err_own, batch), answer_curve(curve.err_gt, batch)
     fin = [v for v in own if v is not None]
     q = max(1, len(fin) // 4)
-    scalars = {"exact_match": exact, "token_acc": token_acc,
-               "err_own_mean": float(np.mean(fin)) if fin else float("nan"),
-               "err_gt_mean": float(np.nanmean([np.nan if v is None else v for v in gt])),
+    err_own = float(np.mean(fin)) if fin else float("nan")
+    err_gt = float(np.nanmean([np.nan if v is None else v for v in gt]))
+    scalars = {"exact_match": exact, **checker_scores(test, pred), "token_acc": token_acc,
+               "err_own_mean": err_own, "err_gt_mean": err_gt, "exposure_gap": err_own - err_gt,
                "err_own_last": float(np.mean(fin[-q:])) if fin else float("nan"),
                "first_error_mean": first_error_position(pred, ref)}
     return scalars, {"err_own": own, "err_gt": gt, "meter": curve.to_dict()}
@@ -246,19 +335,20 @@ def first_error_position(pred: torch.Tensor, ref: torch.Tensor) -> float:
 # One cell
 # --------------------------------------------------------------------------------------------------
 def run_cell(cell: dict[str, Any], cell_dir: Path, cfg: CompareConfig) -> dict[str, Any]:
-    """Train one CharLM with one strategy at one answer length and seed; evaluate; return scalars."""
-    name, length, seed = cell["strategy"], int(cell["len"]), int(cell["seed"])
+    """Train one CharLM with one strategy on one task, answer length and seed; evaluate; return scalars."""
+    task_name, name, length, seed = cell["task"], cell["strategy"], int(cell["len"]), int(cell["seed"])
     torch.manual_seed(seed)
-    train = SeqTask(cfg.task, length, cfg.num_train, seed=seed, split="train")
-    test = SeqTask(cfg.task, length, cfg.num_test, seed=cfg.test_seed, split="test")
+    train = SeqTask(task_name, length, cfg.num_train, seed=seed, split="train")
+    test = SeqTask(task_name, length, cfg.num_test, seed=cfg.test_seed, split="test")
     model = CharLM(d_model=cfg.d_model, depth=cfg.depth, num_heads=cfg.num_heads, max_len=model_max_len(train),
                    pos=cfg.pos)
-    strategy = build_strategy(name, cfg)
+    strategy = build_strategy(name, cfg, train)
     task = ExposureTask(model, strategy, data=train)
     fit_data = strategy.sft_dataset(train, seed=seed) if isinstance(strategy, RAC) else train
     trainer = Trainer(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(50, cfg.steps // 10),
                       device=cfg.device, out_dir=str(cell_dir), ckpt_every=cfg.ckpt_every, seed=seed,
-                      progress=False, log_every=max(1, min(50, cfg.steps // 4)), desc=f"{name} len={length}")
+                      progress=False, log_every=max(1, min(50, cfg.steps // 4)),
+                      desc=f"{task_name} {name} len={length}")
     t0 = time.perf_counter()
     fit = trainer.fit(task, fit_data)
     train_s = time.perf_counter() - t0
@@ -268,7 +358,7 @@ def run_cell(cell: dict[str, Any], cell_dir: Path, cfg: CompareConfig) -> dict[s
     out = {**scalars, "train_loss": fit["loss"], "train_seconds": train_s,
            "backbone_calls": float(model.num_backbone_calls)}
     regen = getattr(strategy, "last_regen", None) or {}
-    for k in ("sample_share", "corrected_share", "label_acc", "free_run_exact"):
+    for k in ("sample_share", "corrected_share", "label_acc", "free_run_exact", "relabelled_share"):
         if k in regen:
             out[f"pool_{k}"] = regen[k]
     return out
@@ -278,8 +368,8 @@ def run_cell(cell: dict[str, Any], cell_dir: Path, cfg: CompareConfig) -> dict[s
 # The comparison
 # --------------------------------------------------------------------------------------------------
 def cells_of(cfg: CompareConfig) -> list[dict[str, Any]]:
-    return [{"strategy": s, "len": int(n), "seed": k} for n in cfg.lengths for s in cfg.strategies
-            for k in range(cfg.seeds)]
+    return [{"task": t, "strategy": s, "len": int(n), "seed": k} for t in cfg.tasks for n in cfg.lengths
+            for s in cfg.strategies for k in range(cfg.seeds)]
 
 
 def run(cfg: CompareConfig, launch: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -290,59 +380,116 @@ def run(cfg: CompareConfig, launch: dict[str, Any] | None = None) -> list[dict[s
     out = Path(cfg.out)
     runner = SweepRunner(out, progress=cfg.progress, settings=cell_settings(cfg), **(launch or {}))
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    rows = runner.run(cells_of(cfg), partial(run_cell, cfg=cfg), desc=f"compare discrete ({cfg.task})")
+    rows = runner.run(cells_of(cfg), partial(run_cell, cfg=cfg), desc=f"compare discrete ({','.join(cfg.tasks)})")
     write_report(rows, cfg, out)
     return rows
 
 
-def _pivot(agg: list[dict[str, Any]], cfg: CompareConfig, metric: str) -> str:
-    header = "| strategy | " + " | ".join(f"len {n}" for n in cfg.lengths) + " |"
-    lines = [header, "|" + "---|" * (len(cfg.lengths) + 1)]
+def _ci_text(values: list[float]) -> str:
+    ci = mean_ci(values)
+    if ci.n == 0:
+        return ""
+    if ci.n < 2:
+        return f"{ci.mean:.3f}"
+    return f"{ci.mean:.3f} [{ci.lo:.3f}, {ci.hi:.3f}]"
+
+
+def _pivot(rows: list[dict[str, Any]], cfg: CompareConfig, task: str, metric: str) -> str:
+    """strategy x length table of ``metric``: mean [95% t interval] over seeds."""
+    lines = ["| strategy | " + " | ".join(f"len {n}" for n in cfg.lengths) + " |",
+             "|" + "---|" * (len(cfg.lengths) + 1)]
     for s in cfg.strategies:
-        cells = []
-        for n in cfg.lengths:
-            r = next((a for a in agg if a["strategy"] == s and a["len"] == n), None)
-            cells.append("" if r is None else f"{r[metric + '_mean']:.3f} ± {r[metric + '_std']:.3f}")
+        cells = [_ci_text([float(r[metric]) for r in rows if r["task"] == task and r["strategy"] == s
+                           and int(r["len"]) == n and r.get(metric) is not None]) for n in cfg.lengths]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def exact_metric(task: str) -> str:
+    """The exact-match metric a task is judged by: the checker's final answer where it has one."""
+    return "final_exact" if task in COMPOUNDING else "exact_match"
+
+
 def write_report(rows: list[dict[str, Any]], cfg: CompareConfig, out: Path) -> None:
-    """results.md (tables) and the PNG plots from the finished rows and the cells' curve files."""
-    agg = aggregate(rows, by=["strategy", "len"], metrics=list(METRICS))
-    cols = ["strategy", "len", "n"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
-    text = [f"# compare discrete: task={cfg.task}, preset={cfg.preset}, seeds={cfg.seeds}, steps={cfg.steps}, "
-            f"batch={cfg.batch_size}, CharLM d={cfg.d_model} depth={cfg.depth} pos={cfg.pos}\n",
-            "## Greedy exact match on held-out prompts (mean ± std over seeds)\n", _pivot(agg, cfg, "exact_match"),
-            "\n## Per-position token error under own prefixes, mean over answer positions\n",
-            _pivot(agg, cfg, "err_own_mean"), "\n## All metrics\n", markdown_table(agg, columns=cols)]
+    """results.md (tables with 95% intervals, the compounding table, the verdicts) and the PNG plots."""
+    agg = aggregate(rows, by=["task", "strategy", "len"], metrics=list(METRICS))
+    cols = ["task", "strategy", "len", "n"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    text = [f"# compare discrete: tasks={','.join(cfg.tasks)}, preset={cfg.preset}, seeds={cfg.seeds}, "
+            f"steps={cfg.steps}, batch={cfg.batch_size}, lr={cfg.lr:g}, CharLM d={cfg.d_model} depth={cfg.depth} "
+            f"pos={cfg.pos}\n",
+            "Budget rule: equal optimizer steps (same backbone, data, batch and learning rate for every strategy); "
+            "the passes a strategy adds are its cost (train_seconds). Every interval is a 95% Student-t interval "
+            "over seeds; lengths are answer bytes, or steps for the compounding tasks.\n",
+            "## Does each task compound? SFT's own-prefix minus teacher-forced token error\n",
+            markdown_table(compounding_rows(rows, cfg.tasks, cfg.lengths))]
+    for task in cfg.tasks:
+        m = exact_metric(task)
+        text += [f"\n## {task}: greedy {m} on held-out prompts\n", _pivot(rows, cfg, task, m)]
+        if task in COMPOUNDING:
+            text += [f"\n### {task}: step_valid (steps correct given the previous step as written)\n",
+                     _pivot(rows, cfg, task, "step_valid")]
+        text += [f"\n### {task}: exposure gap (err_own - err_gt)\n", _pivot(rows, cfg, task, "exposure_gap"),
+                 f"\n### {task}: training seconds per cell\n", _pivot(rows, cfg, task, "train_seconds")]
+    verdicts = discrete_verdicts(rows, cfg.tasks, cfg.lengths, metric_of=exact_metric)
+    text += ["\n## Verdicts (paired over seeds, per task and length)\n",
+             f"A length at which SFT is not competent (teacher-forced token error > {COMPETENT_ERR:g}) is not "
+             "judged. `pending`: the comparison's arms did not run.\n",
+             markdown_table([v for v in verdicts if v["verdict"] != PENDING],
+                            columns=["task", "len", "claim", "source", "evidence", "verdict"]),
+             "\n## All metrics (mean, std over seeds)\n", markdown_table(agg, columns=cols)]
     (out / "results.md").write_text("\n".join(text))
+    (out / "verdicts.json").write_text(json.dumps(verdicts, indent=2))
+    _plots(rows, cfg, out)
 
-    series = {}
-    for s in cfg.strategies:
-        rs = [next((a for a in agg if a["strategy"] == s and a["len"] == n), None) for n in cfg.lengths]
-        if all(r is not None for r in rs):
-            series[s] = ([r["exact_match_mean"] for r in rs], [r["exact_match_std"] for r in rs])
-    save_lines(out / "exact_match_vs_length.png", cfg.lengths, series, xlabel="answer length",
-               ylabel="greedy exact match", title=f"{cfg.task}: exact match vs answer length", logx=True)
 
+def _ci_half(values: np.ndarray) -> np.ndarray | None:
+    """Half-width of the 95% t interval per column of ``values (seeds, X)`` (None for one seed)."""
+    if len(values) < 2:
+        return None
+    cis = [mean_ci(values[:, j]) for j in range(values.shape[1])]
+    return np.asarray([c.hi - c.mean if c.n >= 2 else np.nan for c in cis])
+
+
+def _plots(rows: list[dict[str, Any]], cfg: CompareConfig, out: Path) -> None:
     runner = SweepRunner(out, progress=False, settings=cell_settings(cfg))
-    for n in cfg.lengths:
-        curves: dict[str, tuple] = {}
+    for task in cfg.tasks:
+        m = exact_metric(task)
+        series = {}
         for s in cfg.strategies:
-            own = []
-            for cell in (c for c in cells_of(cfg) if c["strategy"] == s and c["len"] == n):
-                f = runner.cell_dir(cell) / "curve.json"
-                if f.exists():
-                    own.append([np.nan if v is None else v for v in json.loads(f.read_text())["err_own"]])
-            if own:
-                arr = np.asarray(own, dtype=float)
-                curves[s] = (np.nanmean(arr, 0), np.nanstd(arr, 0) if len(own) > 1 else None)
-        if curves:
+            vals = [[float(r[m]) for r in rows if r["task"] == task and r["strategy"] == s and int(r["len"]) == n]
+                    for n in cfg.lengths]
+            if all(vals) and len({len(v) for v in vals}) == 1:
+                arr = np.asarray(vals, dtype=float).T  # (seeds, lengths)
+                series[s] = (arr.mean(0), _ci_half(arr))
+        if series:
+            save_lines(out / f"{task}_exact_vs_length.png", cfg.lengths, series, xlabel="answer length",
+                       ylabel=f"greedy {m} (95% CI)", title=f"{task}: {m} vs answer length", logx=True)
+        for n in cfg.lengths:
+            own_by: dict[str, list] = {}
+            gt_sft = []
+            for s in cfg.strategies:
+                for cell in (c for c in cells_of(cfg) if c["task"] == task and c["strategy"] == s and c["len"] == n):
+                    f = runner.cell_dir(cell) / "curve.json"
+                    if f.exists():
+                        c = json.loads(f.read_text())
+                        own_by.setdefault(s, []).append([np.nan if v is None else v for v in c["err_own"]])
+                        if s == "sft":
+                            gt_sft.append([np.nan if v is None else v for v in c["err_gt"]])
+            if not own_by:
+                continue
+            curves = {s: (np.nanmean(np.asarray(v, float), 0), _ci_half(np.asarray(v, float)))
+                      for s, v in own_by.items()}
             A = len(next(iter(curves.values()))[0])
-            save_lines(out / f"error_vs_position_len{n}.png", list(range(A)), curves,
-                       xlabel="answer position (last = EOS)", ylabel="token error, own prefix (greedy)",
-                       title=f"{cfg.task}, answer length {n}")
+            save_lines(out / f"{task}_error_len{n}.png", list(range(A)), curves,
+                       xlabel="answer position (last = EOS)", ylabel="token error, own prefix (greedy, 95% CI)",
+                       title=f"{task}, answer length {n}")
+            if gt_sft:
+                own, gt = np.asarray(own_by["sft"], float), np.asarray(gt_sft, float)
+                save_lines(out / f"{task}_exposure_len{n}.png", list(range(A)),
+                           {"SFT, own prefix": (np.nanmean(own, 0), _ci_half(own)),
+                            "SFT, ground-truth prefix": (np.nanmean(gt, 0), _ci_half(gt))},
+                           xlabel="answer position (last = EOS)", ylabel="token error (greedy, 95% CI)",
+                           title=f"{task}, length {n}: does the error compound?")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -351,20 +498,27 @@ def write_report(rows: list[dict[str, Any]], cfg: CompareConfig, out: Path) -> N
 def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="SFT vs scheduled sampling vs BASH vs RAC on synthetic byte seq2seq tasks: greedy exact "
-                    "match and per-position error of a CharLM trained from scratch, per strategy, answer length "
-                    "and seed. Resumable: rerun the same command to finish an interrupted comparison; a rerun "
-                    "with other settings trains new cells beside the old ones.",
+        description="SFT vs scheduled sampling (linear, exponential, inverse sigmoid, fully annealed) vs BASH vs "
+                    "RAC vs relabelling vs unlikelihood vs REINFORCE / MIXER on synthetic byte seq2seq tasks: greedy "
+                    "exact match, the task checker and the exposure gap of a CharLM trained from scratch, per task, "
+                    "strategy, answer length and seed, with 95%% intervals and a verdict per published claim. "
+                    "Resumable: rerun the same command to finish an interrupted comparison; a rerun with other "
+                    "settings trains new cells beside the old ones.",
         epilog="presets (values used unless an option overrides them):\n" + "\n".join(
             f"  {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items()))
-    p.add_argument("--task", default="reverse", choices=TASKS, help="seq2seq task (default: reverse)")
+    p.add_argument("--task", dest="tasks", default=None,
+                   help=f"comma-separated tasks from {','.join(TASKS)}; {','.join(COMPOUNDING)} compound "
+                        "(default: the preset's)")
     p.add_argument("--len", dest="lengths", default=None,
-                   help="comma-separated answer lengths in bytes, e.g. 8,16,32,64 (default: the preset's)")
-    p.add_argument("--strategies", default="sft,ss,bash,rac",
-                   help=f"comma-separated strategies from {','.join(STRATEGIES)} (default: all)")
+                   help="comma-separated answer lengths, bytes or steps (compounding tasks), e.g. 4,12 "
+                        "(default: the preset's)")
+    p.add_argument("--strategies", default=None,
+                   help=f"comma-separated strategies from {','.join(STRATEGIES)} (default: the preset's; relabel "
+                        "needs a compounding task)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..n-1 per cell (default: the preset's)")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                   help="budget: smoke (<= 2 min on CPU), quick (the note's table), full (default: quick)")
+                   help="budget: smoke (<= 2 min on CPU), quick (<= 15 min on 2 cores), standard (the README's "
+                        "table), full (GPU) (default: quick)")
     p.add_argument("--out", default="runs/discrete",
                    help="output folder (default: runs/discrete). A rerun with the same settings resumes it; one with "
                         "other settings (--steps, --lr, ...) trains new cells beside the old ones, and results.* "
@@ -381,16 +535,24 @@ def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentPa
     p.add_argument("--pos", default=None, choices=["learned", "rope"],
                    help="CharLM positions: learned absolute table or rotary (default: learned)")
     p.add_argument("--pool-size", type=int, default=None,
-                   help="BASH / RAC: sequences regenerated per pool (default: the preset's)")
+                   help="BASH / RAC / relabel: sequences regenerated per pool (default: the preset's)")
     p.add_argument("--warmup-frac", type=float, default=None,
-                   help="BASH / RAC: share of the steps trained with SFT alone before the first pool (default: 0.5)")
+                   help="BASH / RAC / relabel / reinforce / mixer: share of the steps trained with SFT alone "
+                        "(default: 0.5)")
     p.add_argument("--regen-frac", type=float, default=None,
-                   help="BASH / RAC: share of the steps between pool rebuilds (default: 0.25)")
+                   help="BASH / RAC / relabel: share of the steps between pool rebuilds (default: 0.25)")
     p.add_argument("--beta", type=float, default=None, help="BASH: share of model samples in the pool (default: 0.2)")
     p.add_argument("--ss-max", type=float, default=None,
-                   help="scheduled sampling: p ramps linearly from 0 to this at the end of training (default: 0.25)")
+                   help="ss, ss_exp, ss_invsig: p at the end of training (default: 0.25; ss_anneal goes to 1)")
     p.add_argument("--rac-fraction", type=float, default=None,
                    help="RAC: share of SFT items formatted as f(x, y) -> y (default: 0.25)")
+    p.add_argument("--ul-alpha", type=float, default=None, help="unlikelihood: weight alpha (default: 1)")
+    p.add_argument("--rl-rows", type=int, default=None,
+                   help="reinforce / mixer: batch rows rolled out per step, >= 2 (default: 8)")
+    p.add_argument("--rl-start-share", type=float, default=None,
+                   help="mixer: sampled share of the answer after the warm-up, annealed to 1 (default: 0.25)")
+    p.add_argument("--rl-exact-bonus", type=float, default=None,
+                   help="reinforce / mixer: reward weight of an exact match vs correct-prefix credit (default: 0.5)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return add_launch_args(p)
 
@@ -398,12 +560,16 @@ def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentPa
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "num_train", "num_test", "d_model",
                                                "depth", "num_heads", "pos", "pool_size", "warmup_frac", "regen_frac",
-                                               "beta", "ss_max", "rac_fraction", "seeds")}
+                                               "beta", "ss_max", "rac_fraction", "ul_alpha", "rl_rows",
+                                               "rl_start_share", "rl_exact_bonus", "seeds")}
     if args.lengths is not None:
         overrides["lengths"] = parse_list(args.lengths, int, "--len")
-    overrides["strategies"] = parse_list(args.strategies, str, "--strategies")
-    return CompareConfig.from_preset(args.preset, task=args.task, out=args.out, device=args.device,
-                                     progress=not args.no_progress, **overrides)
+    if args.tasks is not None:
+        overrides["tasks"] = parse_list(args.tasks, str, "--task")
+    if args.strategies is not None:
+        overrides["strategies"] = parse_list(args.strategies, str, "--strategies")
+    return CompareConfig.from_preset(args.preset, out=args.out, device=args.device, progress=not args.no_progress,
+                                     **overrides)
 
 
 def main(argv: list[str] | None = None, command: str = "compare discrete") -> int:
@@ -412,7 +578,7 @@ def main(argv: list[str] | None = None, command: str = "compare discrete") -> in
     cfg.validate()   # every option checked before anything trains
     rows = run(cfg, launch_options(args))
     print((Path(cfg.out) / "results.md").read_text())
-    print(f"{len(rows)} cells; results in {cfg.out}/results.csv, results.md, *.png")
+    print(f"{len(rows)} cells; results in {cfg.out}/results.csv, results.md, verdicts.json, *.png")
     return 0
 
 
