@@ -23,6 +23,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("sweep", "variance"): ("latentar.sweeps.variance", "the flagship tokenizer-variance sweep (FD vs C_sigma)"),
     ("sweep", "ip"): ("latentar.sweeps.ip", "input-perturbation diffusion: FD vs sampling steps per gamma"),
     ("compare", "discrete"): ("latentar.sweeps.discrete", "SFT vs SS vs BASH vs RAC vs relabel, UL, MIXER on seq2seq tasks"),
+    ("compare", "text"): ("latentar.sweeps.text_compare", "long-form text: repetition, loops, own-prefix NLL per strategy"),
     ("demo", "huszar"): ("latentar.demos.huszar", "teacher forcing vs annealed SS vs context noise on a length-2 toy"),
     ("softprompt", "fit"): ("latentar.softprompt.cli", "fit a soft prompt to one text and decode it"),
     ("softprompt", "bench"): ("latentar.softprompt.cli", "exact-reconstruction rate against target length"),
