@@ -293,12 +293,12 @@ def answer_curve(curve_values: np.ndarray, batch: dict) -> list[float | None]:
     return [None if not np.isfinite(v) else float(v) for v in vals]
 
 
-def checker_scores(test: SeqTask, pred: torch.Tensor) -> dict[str, float]:
-    """Mean of the task checker's final_exact / step_exact / step_valid over the greedy answers
-    (compounding tasks; NaN for the others, which have no steps)."""
+def checker_scores(test: SeqTask, prompts: list[bytes], pred: torch.Tensor) -> dict[str, float]:
+    """Mean of the task checker's final_exact / step_exact / step_valid over the greedy answers to
+    ``prompts`` (compounding tasks; NaN for the others, which have no steps)."""
     if test.compounding is None:
         return {m: float("nan") for m in CHECKER_METRICS}
-    scores = [test.check(test.example(i)[0], pred[i]) for i in range(len(test))]
+    scores = [test.check(p, a) for p, a in zip(prompts, pred)]
     return {m: float(np.mean([s[m] for s in scores])) for m in CHECKER_METRICS}
 
 
@@ -316,7 +316,7 @@ def evaluate(model: CharLM, test: SeqTask, seed: int) -> tuple[dict[str, float],
     q = max(1, len(fin) // 4)
     err_own = float(np.mean(fin)) if fin else float("nan")
     err_gt = float(np.nanmean([np.nan if v is None else v for v in gt]))
-    scalars = {"exact_match": exact, **checker_scores(test, pred), "token_acc": token_acc,
+    scalars = {"exact_match": exact, **checker_scores(test, batch["prompt"], pred), "token_acc": token_acc,
                "err_own_mean": err_own, "err_gt_mean": err_gt, "exposure_gap": err_own - err_gt,
                "err_own_last": float(np.mean(fin[-q:])) if fin else float("nan"),
                "first_error_mean": first_error_position(pred, ref)}
@@ -385,22 +385,14 @@ def run(cfg: CompareConfig, launch: dict[str, Any] | None = None) -> list[dict[s
     return rows
 
 
-def _ci_text(values: list[float]) -> str:
-    ci = mean_ci(values)
-    if ci.n == 0:
-        return ""
-    if ci.n < 2:
-        return f"{ci.mean:.3f}"
-    return f"{ci.mean:.3f} [{ci.lo:.3f}, {ci.hi:.3f}]"
-
-
 def _pivot(rows: list[dict[str, Any]], cfg: CompareConfig, task: str, metric: str) -> str:
     """strategy x length table of ``metric``: mean [95% t interval] over seeds."""
     lines = ["| strategy | " + " | ".join(f"len {n}" for n in cfg.lengths) + " |",
              "|" + "---|" * (len(cfg.lengths) + 1)]
     for s in cfg.strategies:
-        cells = [_ci_text([float(r[metric]) for r in rows if r["task"] == task and r["strategy"] == s
-                           and int(r["len"]) == n and r.get(metric) is not None]) for n in cfg.lengths]
+        cis = [mean_ci([float(r[metric]) for r in rows if r["task"] == task and r["strategy"] == s
+                        and int(r["len"]) == n and r.get(metric) is not None]) for n in cfg.lengths]
+        cells = ["" if ci.n == 0 else ci.text() for ci in cis]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
