@@ -105,14 +105,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                   num_test=64, d_model=32, depth=1, num_heads=2, pool_size=64, ckpt_every=0),
     # quick: running_sum at 8 and 16 steps on a budget where SFT is mid-way through learning it (with
     # 1000 steps every length up to 16 is solved exactly: no errors, so nothing to compound), the core
-    # arms only: 13.6 min on 2 cores from an empty cache. standard: every task and strategy, 297 cells
-    # (about 8 h on 2 cores from the quick cells' step times; sized for a GPU or --launcher submitit).
+    # arms only: 13.6 min on 2 cores from an empty cache. standard: the two tasks that still compound
+    # at 1000 steps (chain, add_lsd; running_sum is solved exactly there), two lengths, the seven arms
+    # of the published claims: 84 cells, about 1.6 h on one core (the README's table).
     "quick": dict(tasks=["running_sum"], lengths=[8, 16], strategies=["sft", "ss", "bash", "relabel", "mixer"],
                   seeds=3, steps=500, batch_size=64, lr=2e-3, num_train=20_000, num_test=200, d_model=128, depth=2,
                   num_heads=4, pool_size=256, ckpt_every=100),
-    "standard": dict(tasks=list(COMPOUNDING_TASKS), lengths=[6, 10, 16], strategies=list(_ALL), seeds=3, steps=2000,
-                     batch_size=64, lr=2e-3, num_train=50_000, num_test=256, d_model=128, depth=2, num_heads=4,
-                     pool_size=512, ckpt_every=250),
+    "standard": dict(tasks=["chain", "add_lsd"], lengths=[6, 10],
+                     strategies=["sft", "ss", "bash", "rac", "relabel", "unlikelihood", "mixer"], seeds=3,
+                     steps=1000, batch_size=64, lr=2e-3, num_train=20_000, num_test=200, d_model=128, depth=2,
+                     num_heads=4, pool_size=256, ckpt_every=100),
     "full": dict(tasks=list(COMPOUNDING_TASKS), lengths=[4, 8, 16, 32], seeds=5, steps=4000, batch_size=128, lr=1e-3,
                  num_train=200_000, num_test=1000, d_model=128, depth=4, num_heads=4, pool_size=2048,
                  ckpt_every=250),
