@@ -242,7 +242,7 @@ class Strategy(ABC):
 
     @abstractmethod
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
-             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         """Scalar loss of targets x under this strategy's context, and metrics to log."""
 
     def __call__(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, **kw):
@@ -311,7 +311,7 @@ class ExposureTask(nn.Module):
         from latentar.train.trainer import move_to  # the Trainer's own nested-tensor mover
         self.strategy.load_state_dict(move_to(state["state"], model_device(self.model)))
 
-    def training_step(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         b = unpack_batch(batch)
         return self.strategy.loss(self.model, b.x, progress=self.progress, labels=b.labels, loss_mask=b.loss_mask)
 

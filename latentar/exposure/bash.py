@@ -100,16 +100,16 @@ class BASH(OfflinePoolStrategy):
 
     # ------------------------------------------------------------------ training
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
-             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         b = make_batch(x, labels, loss_mask)
         sft = model.loss(b.x, **b.model_kwargs())
         if self.pool is None:  # warm-up: J_SFT alone
-            return sft, {"sft": float(sft.detach()), "bash_active": 0.0}
+            return sft, {"sft": sft.detach(), "bash_active": 0.0}
         pool = self.pool
         idx = torch.randint(0, pool["y"].shape[0], (b.x.shape[0],), device=pool["y"].device)
         p = SeqBatch(pool["y"][idx], None if pool["labels"] is None else pool["labels"][idx],
                      None if pool["loss_mask"] is None else pool["loss_mask"][idx])
         j_bash = model.loss(p.x, context=pool["g"][idx], **p.model_kwargs())
-        metrics = {"sft": float(sft.detach()), "bash": float(j_bash.detach()), "bash_active": 1.0,
+        metrics = {"sft": sft.detach(), "bash": j_bash.detach(), "bash_active": 1.0,
                    "bash_share": self.last_regen.get("sample_share", float("nan"))}
         return sft + self.bash_weight * j_bash, metrics

@@ -39,7 +39,7 @@ class ContextNoise(Strategy):
         self.sigma_ctx = check_finite("sigma_ctx", sigma_ctx)
 
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
-             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         b = make_batch(x, labels, loss_mask)
         kw = b.model_kwargs()
         if self.sigma_ctx == 0.0:

@@ -275,19 +275,19 @@ class RAC(OfflinePoolStrategy):
 
     # ------------------------------------------------------------------ training
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
-             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         b = make_batch(x, labels, loss_mask)
         if not b.discrete:
             raise ValueError("RAC relabels tokens (argmax of a categorical); it has no continuous-latent form")
         sft = model.loss(b.x, **b.model_kwargs())
         if self.pool is None:  # warm-up: J_SFT alone
-            return sft, {"sft": float(sft.detach()), "rac_active": 0.0}
+            return sft, {"sft": sft.detach(), "rac_active": 0.0}
         pool = self.pool
         idx = torch.randint(0, pool["context"].shape[0], (b.x.shape[0],), device=pool["context"].device)
         j_sum = model.loss(pool["labels"][idx], context=pool["context"][idx], loss_mask=pool["loss_mask"][idx],
                            reduction="sum")
         j_rac = j_sum / trainable_mask(b.x, b.loss_mask).sum().clamp_min(1)  # sft's count (module docstring)
-        metrics = {"sft": float(sft.detach()), "rac": float(j_rac.detach()), "rac_active": 1.0,
+        metrics = {"sft": sft.detach(), "rac": j_rac.detach(), "rac_active": 1.0,
                    "rac_corrected_share": self.last_regen.get("corrected_share", float("nan")),
                    "rac_label_acc": self.last_regen.get("label_acc", float("nan"))}
         return sft + self.rac_weight * j_rac, metrics

@@ -103,14 +103,14 @@ class Relabel(OfflinePoolStrategy):
         return self.last_regen
 
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
-             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         b = make_batch(x, labels, loss_mask)
         sft = model.loss(b.x, **b.model_kwargs())
         if self.pool is None:
-            return sft, {"sft": float(sft.detach()), "relabel_active": 0.0}
+            return sft, {"sft": sft.detach(), "relabel_active": 0.0}
         pool = self.pool
         idx = torch.randint(0, pool["context"].shape[0], (b.x.shape[0],), device=pool["context"].device)
         j = model.loss(pool["labels"][idx], context=pool["context"][idx], loss_mask=pool["loss_mask"][idx])
-        return sft + self.relabel_weight * j, {"sft": float(sft.detach()), "relabel": float(j.detach()),
+        return sft + self.relabel_weight * j, {"sft": sft.detach(), "relabel": j.detach(),
                                                "relabel_active": 1.0}
 

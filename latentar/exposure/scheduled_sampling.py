@@ -112,12 +112,12 @@ class ScheduledSampling(Strategy):
         return context, replaced
 
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
-             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         b = make_batch(x, labels, loss_mask)
         p = self.probability(progress)
         if p == 0.0:  # teacher forcing exactly: no prediction pass, no RNG drawn
             return model.loss(b.x, **b.model_kwargs()), {"ss_p": 0.0, "ss_share": 0.0}
         context, replaced = self.mixed_context(model, b, p)
         trainable = trainable_mask(b.x, b.loss_mask)
-        share = float(replaced.sum()) / max(1, int(trainable.sum()))
+        share = replaced.sum() / trainable.sum().clamp(min=1)  # a device tensor: no host read per step
         return model.loss(b.x, context=context, **b.model_kwargs()), {"ss_p": p, "ss_share": share}

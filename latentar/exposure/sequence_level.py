@@ -96,14 +96,14 @@ class SequenceLevel(Strategy):
         return min(1.0, self.start_share + (1.0 - self.start_share) * ramp)
 
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
-             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         b = make_batch(x, labels, loss_mask)
         if not b.discrete:
             raise ValueError("the sequence-level objective samples tokens; it has no continuous-latent form")
         sft = model.loss(b.x, **b.model_kwargs())
         share = self.sampled_share(progress)
         if share == 0.0 or b.x.shape[0] < 2:
-            return sft, {"sft": float(sft.detach()), "rl_active": 0.0}
+            return sft, {"sft": sft.detach(), "rl_active": 0.0}
         R = min(self.rollout_rows, b.x.shape[0])
         rows = SeqBatch(b.x[:R], None if b.labels is None else b.labels[:R],
                         None if b.loss_mask is None else b.loss_mask[:R])
@@ -117,6 +117,6 @@ class SequenceLevel(Strategy):
         base = (r.sum() - r) / (R - 1)
         logp = -model.loss(y, loss_mask=sampled, reduction="none")  # (R, T), zero off the sampled span
         j_rl = reinforce_loss(logp, r, base, mask=sampled)
-        return sft + self.rl_weight * j_rl, {"sft": float(sft.detach()), "rl": float(j_rl.detach()),
+        return sft + self.rl_weight * j_rl, {"sft": sft.detach(), "rl": j_rl.detach(),
                                              "rl_active": 1.0, "rl_share": share,
                                              "rl_reward": float(r.mean())}

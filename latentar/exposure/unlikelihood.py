@@ -57,7 +57,7 @@ class TokenUnlikelihood(Strategy):
         self.min_prob = check_finite("min_prob", min_prob, 0.0, 1.0)
 
     def loss(self, model: nn.Module, x: torch.Tensor, progress: float = 0.0, labels: torch.Tensor | None = None,
-             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         b = make_batch(x, labels, loss_mask)
         if not b.discrete:
             raise ValueError("unlikelihood penalises token candidates; it has no continuous-latent form")
@@ -68,5 +68,5 @@ class TokenUnlikelihood(Strategy):
         nll = (F.cross_entropy(logits.transpose(1, 2), b.x, reduction="none") * m).sum() / n
         cand = previous_token_candidates(b.x, trained, logits.shape[-1])
         ul = unlikelihood_loss(logits, cand, self.min_prob) * (b.x.shape[0] * b.x.shape[1]) / n
-        return nll + self.alpha * ul, {"sft": float(nll.detach()), "ul": float(ul.detach()),
-                                       "ul_candidates": float(cand.sum()) / float(n)}
+        return nll + self.alpha * ul, {"sft": nll.detach(), "ul": ul.detach(),
+                                       "ul_candidates": cand.sum() / n}

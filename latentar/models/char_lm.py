@@ -44,6 +44,7 @@ from latentar.torch_utils import eval_mode
 
 REDUCTIONS = ("mean", "sum", "none")
 PREDICT_MODES = ("sample", "argmax")
+EOS_CHECK_EVERY = 8  # generate reads "has every row produced EOS?" back to the host every 8 tokens
 SEQ_TASK_VOCAB = 260  # latentar.data.seq_tasks.VOCAB_SIZE (models never import the data package)
 
 
@@ -137,16 +138,29 @@ class TokenLMProtocol:
     num_backbone_calls: int
 
     # ------------------------------------------------------------------ checks
-    def _check_tokens(self, x: torch.Tensor, name: str = "x") -> None:
+    def _check_tokens(self, x: torch.Tensor, name: str = "x", values: bool = False) -> None:
+        """Shape and dtype checks (metadata: no host read). ``values=True`` (the generate boundary)
+        also range-checks the ids with one host read; the per-step paths leave that to the embedding
+        lookup, whose IndexError :meth:`_embed_checked` turns into the same clear error."""
         if not torch.is_tensor(x) or x.dim() != 2 or x.dtype.is_floating_point or x.dtype == torch.bool:
             shape = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"expected {name} as integer token ids of shape (B, T), got {shape}")
         if x.shape[1] < 1 or (self.max_len is not None and x.shape[1] > self.max_len):
             raise ValueError(f"{name} has T={x.shape[1]} positions; this model handles 1..max_len={self.max_len} "
                              f"(build it with a larger max_len for longer sequences)")
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
-            raise ValueError(f"{name} holds ids in {int(x.min())}..{int(x.max())}, outside the vocabulary "
-                             f"0..{self.vocab_size - 1}")
+        if values and x.numel():
+            lo, hi = torch.stack([x.min(), x.max()]).tolist()
+            if lo < 0 or hi >= self.vocab_size:
+                raise ValueError(f"{name} holds ids in {lo}..{hi}, outside the vocabulary 0..{self.vocab_size - 1}")
+
+    def _embed_checked(self, ids: torch.Tensor, name: str) -> torch.Tensor:
+        """``embed(ids)``, with an out-of-vocabulary id reported by name (CPU raises IndexError at the
+        lookup; CUDA asserts on the device). No host read."""
+        try:
+            return self.embed(ids)
+        except IndexError:
+            self._check_tokens(ids, name, values=True)  # the error path may read: names the ids
+            raise
 
     @staticmethod
     def _check_labels(labels) -> None:
@@ -164,7 +178,7 @@ class TokenLMProtocol:
         start = self._start_embeds(B)
         if context.shape[1] == 1:
             return start
-        emb = self.embed(context[:, :-1])  # (B, T-1, d)
+        emb = self._embed_checked(context[:, :-1], "context")  # (B, T-1, d)
         if torch.is_tensor(context_noise) or context_noise:
             scale = torch.as_tensor(context_noise, dtype=emb.dtype, device=emb.device)
             if scale.dim() == 2:  # per position (B, T): noise on c_t scales E c_t
@@ -279,7 +293,7 @@ class TokenLMProtocol:
             prompt = torch.as_tensor(prompt, device=device)
             if prompt.dim() == 1:
                 prompt = prompt.unsqueeze(0).expand(batch_size, -1)
-            self._check_tokens(prompt, "prompt")
+            self._check_tokens(prompt, "prompt", values=True)
             if prompt.shape[0] != batch_size:
                 raise ValueError(f"prompt has {prompt.shape[0]} rows for batch_size={batch_size}")
         P = 0 if prompt is None else prompt.shape[1]
@@ -290,6 +304,8 @@ class TokenLMProtocol:
         if mask is not None:
             reference, mask = reference.to(device), mask.to(device)
         fill = eos_id if pad_id is None else pad_id
+        # mask_after[t]: some row still feeds a reference at position t or later (one host read)
+        mask_after = None if mask is None else mask.any(0).flip(0).cumsum(0).flip(0).gt(0).tolist()
 
         with eval_mode(self):
             first = self._start_embeds(batch_size)
@@ -316,7 +332,10 @@ class TokenLMProtocol:
                 out[:, t] = token
                 if eos_id is not None:
                     done = done | (token == eos_id)
-                    if bool(done.all()) and (mask is None or not bool(mask[:, t + 1:].any())):
+                    # stop once every row is done: one host read every EOS_CHECK_EVERY tokens (the
+                    # tokens are the same either way: finished rows only get fill after EOS)
+                    if (t + 1) % EOS_CHECK_EVERY == 0 and t + 1 < length and bool(done.all()) \
+                            and not (mask_after is not None and mask_after[t + 1]):
                         break
                 if t + 1 < length:
                     new = self.embed(token[:, None]).to(first.dtype)  # (B, 1, d)
@@ -426,6 +445,7 @@ class CharLM(TokenLMProtocol, PretrainedMixin, nn.Module):
         return KVCache()
 
     def _run(self, embeds: torch.Tensor, cache: KVCache | None, start_pos: int) -> torch.Tensor:
-        self.num_backbone_calls += 1
+        if not torch.compiler.is_compiling():  # a Python int in a graph would recompile per call
+            self.num_backbone_calls += 1
         h = self.backbone(embeds, cache=cache, start_pos=start_pos if cache is not None else None)  # (B, T, d)
         return h @ self.tok_emb.weight.t() if self.lm_head is None else self.lm_head(h)  # (B, T, V)

@@ -204,7 +204,8 @@ class HFCausalLM(TokenLMProtocol, nn.Module):
         return DynamicCache()
 
     def _forward(self, embeds: torch.Tensor, cache):
-        self.num_backbone_calls += 1
+        if not torch.compiler.is_compiling():  # a Python int in a graph would recompile per call
+            self.num_backbone_calls += 1
         return self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=cache is not None)
 
     def _run(self, embeds: torch.Tensor, cache, start_pos: int) -> torch.Tensor:

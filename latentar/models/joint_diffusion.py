@@ -129,13 +129,16 @@ class JointDiffusion(PretrainedMixin, nn.Module):
         shift, scale = self.ada_out(c).chunk(2, dim=-1)  # (B, d) each
         return self.out(self.norm_out(h) * (1 + scale[:, None]) + shift[:, None])
 
-    def _labels(self, labels: torch.Tensor | None, B: int, device: torch.device) -> torch.Tensor:
+    def _labels(self, labels: torch.Tensor | None, B: int, device: torch.device, values: bool = False) -> torch.Tensor:
+        """Labels as a long tensor on ``device`` (None -> null class). Shape and dtype checks need no
+        host read; ``values=True`` (the ``generate`` boundary) also range-checks them with one read.
+        In training an out-of-range label fails at the class-embedding lookup."""
         if labels is None:
             return torch.full((B,), self.null_class, dtype=torch.long, device=device)
         labels = torch.as_tensor(labels, device=device)
         if labels.shape != (B,) or labels.dtype.is_floating_point:
             raise ValueError(f"labels must be an integer tensor of shape ({B},), got {labels.dtype} {tuple(labels.shape)}")
-        if labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
+        if values and labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
             raise ValueError(f"labels must lie in 0..{self.num_classes - 1} (or {self.null_class} = null class)")
         return labels.long()
 
@@ -210,7 +213,7 @@ class JointDiffusion(PretrainedMixin, nn.Module):
             raise ValueError("labels were given to an unconditional JointDiffusion (num_classes=0); pass labels=None")
         device, dtype = self.in_proj.weight.device, self.in_proj.weight.dtype
         if self.num_classes > 0:
-            labels = self._labels(labels, batch_size, device)
+            labels = self._labels(labels, batch_size, device, values=True)
         if guided:
             pair = torch.cat([labels, torch.full_like(labels, self.null_class)])  # cond | null
             denoise = classifier_free_guidance(lambda x2, t2: self(x2, t2, pair), cfg_scale)

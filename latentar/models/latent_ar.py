@@ -21,16 +21,14 @@ sampling; ``generate(reference=..., use_reference=...)`` mixes reference and sam
 """
 from __future__ import annotations
 
-import math
-
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from latentar.heads.base import check_guidance
-from latentar.models.transformer import CausalTransformer, KVCache
+from latentar.models.transformer import CausalTransformer, KVCache, compute_dtype
 from latentar.pretrained import PretrainedMixin
 from latentar.torch_utils import eval_mode, latent_batch
 
@@ -108,7 +106,10 @@ class LatentAR(PretrainedMixin, nn.Module):
             raise ValueError(f"{name} has T={z.shape[1]} positions; this model handles 1..max_len={self.max_len} "
                              f"(build it with a larger max_len for longer sequences)")
 
-    def _check_labels(self, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
+    def _check_labels(self, labels: torch.Tensor | None, batch_size: int, values: bool = False) -> torch.Tensor | None:
+        """Shape and dtype checks (no host read); ``values=True`` (the ``generate`` boundary) also
+        range-checks the labels with one host read. In the per-step paths the class-embedding lookup
+        reports an out-of-range label (:meth:`start_tokens`)."""
         if labels is None:
             return None
         if self.num_classes == 0:
@@ -118,10 +119,14 @@ class LatentAR(PretrainedMixin, nn.Module):
         if labels.dim() != 1 or labels.shape[0] != batch_size or labels.dtype.is_floating_point:
             raise ValueError(f"labels must be an integer tensor of shape ({batch_size},), got "
                              f"{labels.dtype} {tuple(labels.shape)}")
-        if labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
-            raise ValueError(f"labels must lie in 0..{self.num_classes - 1} (or {self.null_class} = null class), "
-                             f"got min {int(labels.min())}, max {int(labels.max())}")
+        if values and labels.numel():
+            lo, hi = torch.stack([labels.min(), labels.max()]).tolist()
+            if lo < 0 or hi > self.num_classes:
+                raise ValueError(self._label_range_error(f"got min {lo}, max {hi}"))
         return labels
+
+    def _label_range_error(self, got: str) -> str:
+        return f"labels must lie in 0..{self.num_classes - 1} (or {self.null_class} = null class), {got}"
 
     def start_tokens(self, labels: torch.Tensor | None, batch_size: int, drop_labels: bool = False) -> torch.Tensor:
         """Start embeddings ``(B, 1, d_model)``: class rows (None -> null class) or the learned BOS.
@@ -137,10 +142,16 @@ class LatentAR(PretrainedMixin, nn.Module):
         if drop_labels and self.class_dropout > 0:
             drop = torch.rand(batch_size, device=device) < self.class_dropout
             labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
-        return self.class_emb(labels).unsqueeze(1)
+        try:
+            return self.class_emb(labels).unsqueeze(1)
+        except IndexError:  # CPU raises at the lookup (CUDA asserts on the device); the error path reads
+            self._check_labels(labels, batch_size, values=True)
+            raise
 
-    def _backbone(self, x: torch.Tensor, cache: KVCache | None = None, start_pos: int | None = None) -> torch.Tensor:
-        self.num_backbone_calls += 1
+    def _backbone(self, x: torch.Tensor, cache: KVCache | None = None,
+                  start_pos: int | torch.Tensor | None = None) -> torch.Tensor:
+        if not torch.compiler.is_compiling():  # a Python int in a graph would recompile per call
+            self.num_backbone_calls += 1
         return self.backbone(x, cache=cache, start_pos=start_pos)
 
     # ------------------------------------------------------------------ training hooks
@@ -210,7 +221,7 @@ class LatentAR(PretrainedMixin, nn.Module):
     def generate(self, batch_size: int, length: int, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
                  temperature: float = 1.0, reference: torch.Tensor | None = None,
                  use_reference: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 use_cache: bool = True, **sample_kw) -> torch.Tensor:
+                 use_cache: bool = True, compile: bool | str | Callable = False, **sample_kw) -> torch.Tensor:
         """Sample ``(batch_size, length, D)`` token by token; returns the sequence that was fed back.
 
         * ``labels (B,)``: class labels (None in a conditional model = null class).
@@ -222,6 +233,10 @@ class LatentAR(PretrainedMixin, nn.Module):
           (``use_reference[:, :k] = True``) and BASH's Bernoulli-mixed contexts.
         * ``use_cache=False`` recomputes the whole prefix at every step (same result, O(T^2) work;
           the baseline of ``bench/generate.py``).
+        * ``compile=True`` runs each cached backbone step through ``torch.compile(fullgraph=True)``
+          on the static-shape cache with a tensor position: one graph for every position (the first
+          call compiles; the head's sampling stays eager). A string or callable is the
+          backend (default ``"inductor"``; ``"aot_eager"`` checks the graph without a C++ compiler).
         * ``generator``, ``temperature`` and ``**sample_kw`` (e.g. ``num_steps``) go to ``head.sample``.
 
         Runs in eval mode (restored afterwards) and without grad.
@@ -230,26 +245,31 @@ class LatentAR(PretrainedMixin, nn.Module):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 1 <= length <= self.max_len:
             raise ValueError(f"length={length} must be in 1..max_len={self.max_len}; build the model with a larger max_len")
-        labels = self._check_labels(labels, batch_size)
+        labels = self._check_labels(labels, batch_size, values=True)
         guided = check_guidance("LatentAR.generate", cfg_scale, temperature, labels, self.num_classes)
         device, dtype = self.in_proj.weight.device, self.in_proj.weight.dtype
         mask = self._check_reference(reference, use_reference, batch_size, length)
         if mask is not None:
             reference, mask = reference.to(device=device, dtype=dtype), mask.to(device)
 
+        if compile and not use_cache:
+            raise ValueError("compile=True needs use_cache=True (it compiles the cached decode step)")
+        # which positions feed the reference in every row (no sampling there): one host read, here
+        all_reference = [False] * length if mask is None else mask.all(0).tolist()
+
         with eval_mode(self):
             start = self.start_tokens(labels, batch_size).to(dtype)  # (B, 1, d)
             if guided:
                 start = torch.cat([start, self.start_tokens(None, batch_size).to(dtype)])  # (2B, 1, d): cond | null
-            cache = KVCache() if use_cache else None
+            step, cache, positions = self._decode_setup(start, length, use_cache, compile)
             inputs = [start]  # embeddings fed so far (only kept whole without the cache)
             out = torch.empty(batch_size, length, self.latent_dim, device=device, dtype=dtype)
             for t in range(length):
                 if use_cache:
-                    h = self._backbone(inputs[-1], cache=cache, start_pos=t)[:, -1:]  # (B', 1, d)
+                    h = step(inputs[-1], cache=cache, start_pos=positions[t])[:, -1:]  # (B', 1, d)
                 else:
                     h = self._backbone(torch.cat(inputs, dim=1))[:, -1:]
-                if mask is not None and bool(mask[:, t].all()):
+                if all_reference[t]:
                     token = reference[:, t:t + 1]  # every row feeds the reference: no need to sample
                 else:
                     if guided:
@@ -267,6 +287,19 @@ class LatentAR(PretrainedMixin, nn.Module):
                     if use_cache:
                         inputs = inputs[-1:]
         return out
+
+    def _decode_setup(self, start: torch.Tensor, length: int, use_cache: bool, compile: bool | str | Callable):
+        """(step, cache, positions) of the cached decode loop: eager steps with int positions, or a
+        ``torch.compile``d backbone over a preallocated static cache with 0-dim tensor positions."""
+        if not use_cache:
+            return None, None, None
+        if not compile:
+            return self._backbone, KVCache(), list(range(length))
+        cache = self.backbone.new_cache(start.shape[0], start.device, compute_dtype(start))
+        self.num_backbone_calls += length  # the compiled module bypasses _backbone's counter
+        backend = "inductor" if compile is True else compile
+        step = torch.compile(self.backbone, fullgraph=True, dynamic=False, backend=backend)
+        return step, cache, torch.arange(length, device=start.device)
 
     def _check_reference(self, reference, use_reference, batch_size: int, length: int) -> torch.Tensor | None:
         if reference is None and use_reference is None:

@@ -17,7 +17,15 @@ LM head around it.
 KV cache: ``forward(x, cache=cache)`` appends the keys/values of the new positions to ``cache``
 (preallocated to ``max_len`` on first use) and attends over everything cached so far, so decoding
 one position at a time gives the same states as one full forward pass (tested to < 1e-5 in
-float32). Only the causal variant can be cached.
+float32). Only the causal variant can be cached. The cache is allocated in the compute dtype (bf16
+under bf16 autocast), so no step converts the cached prefix.
+
+Two ways to give the position: a Python int ``start_pos`` attends over the filled part of the cache
+only (cheapest in eager mode); a 0-dim integer *tensor* ``start_pos`` is the static-shape path for
+``torch.compile``: keys and values are written with ``index_copy_`` and every query attends over all
+``max_len`` cached slots with a mask ``slot <= position``, so one compiled graph serves every
+position (no recompile, no host read of the position). On that path the caller tracks the position:
+``cache.length`` is left as it is and the inputs are not range-checked (``new_cache`` allocates).
 """
 from __future__ import annotations
 
@@ -54,6 +62,7 @@ class KVCache:
     def allocate(self, depth: int, batch_size: int, num_heads: int, max_len: int, head_dim: int,
                  device: torch.device, dtype: torch.dtype) -> None:
         shape = (batch_size, num_heads, max_len, head_dim)
+        # the compute dtype (bf16 under autocast): the k/v of every step are stored as they come
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)]
         self.length = 0
@@ -65,6 +74,13 @@ class KVCache:
     def __repr__(self) -> str:
         shape = tuple(self.k[0].shape) if self.k else None
         return f"KVCache(length={self.length}, layers={len(self.k)}, shape={shape})"
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls produce for input ``x``: autocast's (e.g. bf16) when it is on, else x's."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
 
 
 def rope_tables(max_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,17 +107,25 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
-                cache: KVCache | None, layer: int, start_pos: int) -> torch.Tensor:
+                cache: KVCache | None, layer: int, start_pos: int | torch.Tensor,
+                positions: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         mask, is_causal = None, False
-        if cache is not None:
+        if cache is not None and torch.is_tensor(start_pos):  # static shapes: all max_len slots, masked
+            ck, cv = cache.k[layer], cache.v[layer]
+            ck.index_copy_(2, positions, k.to(ck.dtype))
+            cv.index_copy_(2, positions, v.to(cv.dtype))
+            slots = torch.arange(ck.shape[2], device=x.device)
+            mask = slots[None, :] <= positions[:, None]  # (T, max_len): query i sees slots 0..start_pos + i
+            k, v = ck.to(q.dtype), cv.to(q.dtype)  # no-ops when the cache holds the compute dtype
+        elif cache is not None:
             end = start_pos + T
             cache.k[layer][:, :, start_pos:end] = k
             cache.v[layer][:, :, start_pos:end] = v
-            # (B, H, end, hd); cast back in case autocast computes q/k in a lower precision than the cache
+            # (B, H, end, hd); the .to is a no-op when the cache was allocated in the compute dtype
             k, v = cache.k[layer][:, :, :end].to(q.dtype), cache.v[layer][:, :, :end].to(q.dtype)
             if T > 1:  # query i sits at position start_pos + i and sees keys 0..start_pos + i
                 mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start_pos)
@@ -134,8 +158,8 @@ class Block(nn.Module):
         self.mlp = MLP(d_model, mlp_ratio)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, rope, cache, layer, start_pos):
-        x = x + self.drop(self.attn(self.ln1(x), rope, cache, layer, start_pos))
+    def forward(self, x, rope, cache, layer, start_pos, positions):
+        x = x + self.drop(self.attn(self.ln1(x), rope, cache, layer, start_pos, positions))
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
@@ -153,7 +177,8 @@ class CausalTransformer(nn.Module):
 
     ``forward(x, cache=None, start_pos=None)``: ``x`` holds positions ``start_pos .. start_pos+T-1``;
     ``start_pos`` defaults to ``cache.length`` (0 without a cache). With a ``KVCache`` the new keys
-    and values are stored and attention covers every cached position.
+    and values are stored and attention covers every cached position. A 0-dim tensor ``start_pos``
+    takes the static-shape path of the module docstring (allocate with :meth:`new_cache` first).
     """
 
     def __init__(self, d_model: int, depth: int, num_heads: int, max_len: int, mlp_ratio: float = 4.0,
@@ -194,12 +219,24 @@ class CausalTransformer(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, start_pos: int | None = None) -> torch.Tensor:
+    def new_cache(self, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> KVCache:
+        """An allocated, empty KVCache for ``batch_size`` rows in ``dtype`` (use the compute dtype:
+        bf16 under bf16 autocast): what the static-shape path needs before the first call."""
+        if not self.causal:
+            raise ValueError("a KVCache needs causal=True: in the bidirectional variant earlier states depend on later positions")
+        cache = KVCache()
+        cache.allocate(self.depth, batch_size, self.num_heads, self.max_len, self.head_dim, torch.device(device), dtype)
+        return cache
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                start_pos: int | torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"CausalTransformer expects embeddings of shape (B, T, {self.d_model}), got {tuple(x.shape)}")
         B, T, _ = x.shape
         if T == 0:
             raise ValueError("CausalTransformer got an empty sequence (T=0); pass at least one position")
+        if torch.is_tensor(start_pos):
+            return self._forward_static(x, cache, start_pos)
         if start_pos is None:
             start_pos = cache.length if cache is not None else 0
         if start_pos < 0:
@@ -211,7 +248,23 @@ class CausalTransformer(nn.Module):
             self._check_cache(cache, B, start_pos, x)
         elif start_pos and self.causal:
             raise ValueError(f"start_pos={start_pos} without a cache would drop the earlier positions; pass the KVCache that holds them")
-        positions = torch.arange(start_pos, start_pos + T, device=x.device)
+        x = self._blocks(x, cache, start_pos, torch.arange(start_pos, start_pos + T, device=x.device))
+        if cache is not None:
+            cache.length = start_pos + T
+        return x
+
+    def _forward_static(self, x: torch.Tensor, cache: KVCache | None, start_pos: torch.Tensor) -> torch.Tensor:
+        """The static-shape cached pass (tensor position; no host read, no range check)."""
+        if not isinstance(cache, KVCache) or not cache.allocated:
+            raise ValueError("a tensor start_pos is the static-cache path: pass a KVCache from new_cache(...)")
+        if start_pos.dim() != 0 or start_pos.dtype.is_floating_point:
+            raise ValueError(f"a tensor start_pos must be a 0-dim integer tensor, got {start_pos.dtype} "
+                             f"{tuple(start_pos.shape)}")
+        positions = start_pos.to(x.device) + torch.arange(x.shape[1], device=x.device)
+        return self._blocks(x, cache, start_pos, positions)
+
+    def _blocks(self, x: torch.Tensor, cache: KVCache | None, start_pos: int | torch.Tensor,
+                positions: torch.Tensor) -> torch.Tensor:
         rope = None
         if self.pos == "learned":
             x = x + self.pos_emb(positions)
@@ -219,9 +272,7 @@ class CausalTransformer(nn.Module):
             rope = (self.rope_cos[positions], self.rope_sin[positions])
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
-            x = block(x, rope, cache, layer, start_pos)
-        if cache is not None:
-            cache.length = start_pos + T
+            x = block(x, rope, cache, layer, start_pos, positions)
         return self.ln_f(x)
 
     def _check_cache(self, cache: KVCache, B: int, start_pos: int, x: torch.Tensor) -> None:
@@ -232,7 +283,7 @@ class CausalTransformer(nn.Module):
         if not cache.allocated:
             if start_pos:
                 raise ValueError(f"empty KVCache but start_pos={start_pos}; decoding must start at position 0")
-            cache.allocate(self.depth, B, self.num_heads, self.max_len, self.head_dim, x.device, x.dtype)
+            cache.allocate(self.depth, B, self.num_heads, self.max_len, self.head_dim, x.device, compute_dtype(x))
             return
         if cache.batch_size != B:
             raise ValueError(f"KVCache holds batch size {cache.batch_size} but the input has {B}; use a new KVCache()")

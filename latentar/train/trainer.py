@@ -8,7 +8,9 @@ error on a non-finite loss, and atomic checkpoints that resume exactly (model, o
 scheduler, EMA, every rank's RNG states, data position, and whatever the task keeps in its
 ``get_extra_state``), also after a ``kill -9``: the checkpoint loads with ``weights_only=True``,
 orphaned temporary files are removed, and ``metrics.jsonl`` is cut back to the checkpoint's step.
-SIGINT / SIGTERM stop the run within one step and save a checkpoint before exiting.
+SIGINT / SIGTERM stop the run within one step (under DDP: at the next log or checkpoint step, where
+the ranks agree) and save a checkpoint before exiting. The step itself reads nothing back to the
+host: loss, metrics, the gradient norm and the NaN check stay on the device until the log step.
 
     trainer = Trainer(max_steps=2000, batch_size=64, lr=1e-3, out_dir="runs/x")
     trainer.fit(model, dataset)
@@ -78,8 +80,9 @@ def move_to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def split_output(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    """Normalise what ``training_step`` returned into (loss, metrics)."""
+def split_output(out: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+    """Normalise what ``training_step`` returned into (loss, metrics). Tensor metrics stay tensors
+    (detached, reduced to a scalar on their device): reading them is the caller's choice."""
     if isinstance(out, torch.Tensor):
         loss, metrics = out, {}
     elif isinstance(out, Mapping):
@@ -92,7 +95,42 @@ def split_output(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
         raise TypeError(f"training_step must return a loss tensor, (loss, metrics) or a dict with 'loss'; got {type(out)}")
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
         raise TypeError(f"training_step's loss must be a scalar tensor, got {getattr(loss, 'shape', type(loss))}")
-    return loss, {k: float(v.detach().float().mean()) if isinstance(v, torch.Tensor) else float(v) for k, v in metrics.items()}
+    return loss, {k: v.detach().float().mean() if isinstance(v, torch.Tensor) else float(v) for k, v in metrics.items()}
+
+
+class _Window:
+    """Per-step loss and metrics summed where they live (device tensors stay on the device), read
+    back to Python once per log step: the hot loop has no device-to-host copy. A non-finite loss is
+    flagged on the device with its step and micro-batch and raised at the next read."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.counts: dict[str, int] = {}
+        self.bad = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, micro) of the first NaN/inf
+
+    def add(self, values: Mapping[str, torch.Tensor | float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def flag_nonfinite(self, loss: torch.Tensor, step: int, micro: int) -> None:
+        first = (~torch.isfinite(loss.detach())) & (self.bad[0] < 0)
+        self.bad = torch.where(first, torch.tensor([step, micro], device=self.device), self.bad)
+
+    def first_nonfinite(self) -> tuple[int, int] | None:
+        """(step, micro-batch) of the first non-finite loss since the start (one host read)."""
+        step, micro = self.bad.tolist()
+        return None if step < 0 else (step, micro)
+
+    def read(self) -> dict[str, float]:
+        """The window's means as Python floats (one host read for all tensors), then an empty window."""
+        keys = [k for k, v in self.sums.items() if isinstance(v, torch.Tensor)]
+        values = torch.stack([self.sums[k].float() for k in keys]).tolist() if keys else []
+        out = {k: float(self.sums[k]) / self.counts[k] for k in self.sums if k not in keys}
+        out.update({k: v / self.counts[k] for k, v in zip(keys, values)})
+        self.sums, self.counts = {}, {}
+        return out
 
 
 def cosine_with_warmup(warmup_steps: int, max_steps: int, min_lr_ratio: float):
@@ -129,7 +167,7 @@ class Trainer:
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95),
                  warmup_steps: int = 0, min_lr_ratio: float = 0.1, grad_clip: float | None = 1.0,
                  grad_accum: int = 1, ema_decay: float | None = None, precision: str = "auto",
-                 compile: bool = False, device: str = "auto", out_dir: str | None = None,
+                 compile: bool | str | Any = False, device: str = "auto", out_dir: str | None = None,
                  ckpt_every: int = 0, log_every: int = 10, seed: int = 0, progress: bool = True,
                  resume: bool = True, shuffle: bool = True, num_workers: int = 0,
                  find_unused_parameters: bool = False, tensorboard: bool = False,
@@ -196,7 +234,7 @@ class Trainer:
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        fused = self.device.type == "cuda"
+        fused = self.device.type in ("cuda", "cpu")  # one kernel, and no per-parameter step.item()
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr, betas=self.betas, fused=fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, cosine_with_warmup(self.warmup_steps, self.max_steps, self.min_lr_ratio))
@@ -352,14 +390,16 @@ class Trainer:
         if self.dist.enabled:
             step_module = DDP(step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                               find_unused_parameters=self.find_unused_parameters)
-        run = torch.compile(step_module) if self.compile else step_module
+        # compile: True = inductor, or a backend name ("aot_eager" checks the graph without a C++ compiler)
+        run = step_module if not self.compile else torch.compile(
+            step_module, backend="inductor" if self.compile is True else self.compile)
         sampler = ResumableSampler(len(train_data), self.batch_size, self.seed, self.shuffle,
                                    self.dist.rank, self.dist.world_size)
         batches = self._batches(train_data, sampler)
         logger = _MetricsLogger(self.out_dir, self.dist.is_main, self.tensorboard)
         bar = tqdm(total=self.max_steps, initial=self.step, desc=self.desc, dynamic_ncols=True,
                    disable=not (self.show_progress and self.dist.is_main), leave=False)
-        window: dict[str, list[float]] = {}
+        window = _Window(self.device)
         t0, samples = time.perf_counter(), 0
         self.task.train()
         try:
@@ -371,15 +411,16 @@ class Trainer:
                         self.task.on_train_step_start(self)
                         if self._stop_requested():  # e.g. during BASH's pool regeneration
                             self._interrupt()
-                    loss_value, metrics = self._optimizer_step(run, step_module, batches)
+                    window.add(self._optimizer_step(run, step_module, batches, window))
                     self.step += 1
                     samples += self.batch_size * self.grad_accum * self.dist.world_size
-                    for k, v in {"loss": loss_value, **metrics}.items():
-                        window.setdefault(k, []).append(v)
                     bar.update(1)
-                    if self.step % self.log_every == 0 or self.step == self.max_steps:
+                    log = self.step % self.log_every == 0 or self.step == self.max_steps
+                    save = bool(self.ckpt_every) and self.step % self.ckpt_every == 0
+                    if log:
+                        self._raise_nonfinite(window)
                         dt = time.perf_counter() - t0
-                        record = {"step": self.step, **{k: sum(v) / len(v) for k, v in window.items()},
+                        record = {"step": self.step, **window.read(),
                                   "lr": self.scheduler.get_last_lr()[0], "samples_per_s": samples / max(dt, 1e-9)}
                         record["loss"] = all_reduce_mean(record["loss"], self.device)
                         if val_data is not None and val_every and self.step % val_every == 0:
@@ -387,11 +428,16 @@ class Trainer:
                         self.history.append(record)
                         logger.log(record)
                         bar.set_postfix(loss=f"{record['loss']:.4g}", sps=f"{record['samples_per_s']:.0f}")
-                        window, t0, samples = {}, time.perf_counter(), 0
-                    if self._stop_requested():
+                        t0, samples = time.perf_counter(), 0
+                    # One process: a signal is a Python flag (no sync). Under DDP, agreeing on it is a
+                    # collective, so ranks compare flags only at log and checkpoint steps.
+                    if (not self.dist.enabled or log or save) and self._stop_requested():
+                        self._raise_nonfinite(window)  # never save weights a NaN already reached
                         self._interrupt()
-                    if self.ckpt_every and self.step % self.ckpt_every == 0:
+                    if save:
+                        self._raise_nonfinite(window)
                         self.save_checkpoint()
+            self._raise_nonfinite(window)
             if self.out_dir is not None:
                 self.save_checkpoint()
         finally:
@@ -399,7 +445,20 @@ class Trainer:
             logger.close()
         return self._result()
 
-    def _optimizer_step(self, run: nn.Module, step_module: nn.Module, batches) -> tuple[float, dict[str, float]]:
+    def _raise_nonfinite(self, window: _Window) -> None:
+        """Raise the FloatingPointError of the first non-finite loss flagged so far (one host read)."""
+        bad = window.first_nonfinite()
+        if bad is not None:
+            step, micro = bad
+            lr = self.lr * cosine_with_warmup(self.warmup_steps, self.max_steps, self.min_lr_ratio)(step)
+            raise FloatingPointError(
+                f"non-finite loss at step {step} (micro-batch {micro}); lower lr (it was {lr:.3g}), "
+                f"enable grad_clip, or check the data")
+
+    def _optimizer_step(self, run: nn.Module, step_module: nn.Module, batches,
+                        window: _Window) -> dict[str, torch.Tensor | float]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the loss and metrics as
+        device tensors (no host read: the window reads them at the log step)."""
         total, metrics_sum = 0.0, {}
         for micro in range(self.grad_accum):
             batch = next(batches)
@@ -408,23 +467,20 @@ class Trainer:
             with sync:
                 with self.autocast():
                     loss, metrics = split_output(run(batch))
-                if not torch.isfinite(loss.detach()):
-                    raise FloatingPointError(
-                        f"non-finite loss ({loss.item()}) at step {self.step} (micro-batch {micro}); "
-                        f"lower lr (now {self.scheduler.get_last_lr()[0]:.3g}), enable grad_clip, or check the data")
+                window.flag_nonfinite(loss, self.step, micro)
                 (loss / self.grad_accum).backward()
-            total += float(loss.detach()) / self.grad_accum
+            total = total + loss.detach().float() / self.grad_accum
             for k, v in metrics.items():
                 metrics_sum[k] = metrics_sum.get(k, 0.0) + v / self.grad_accum
         if self.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), self.grad_clip)
-            metrics_sum["grad_norm"] = float(grad_norm)
+            metrics_sum["grad_norm"] = grad_norm.detach()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.task)
-        return total, metrics_sum
+        return {"loss": total, **metrics_sum}
 
     @torch.no_grad()
     def evaluate(self, data: Dataset, max_batches: int | None = None) -> dict[str, float]:
@@ -442,7 +498,7 @@ class Trainer:
                 with self.autocast():
                     loss, metrics = split_output(fn(move_to(batch, self.device)))
                 for k, v in {"loss": float(loss), **metrics}.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                    sums[k] = sums.get(k, 0.0) + float(v)
                 n += 1
         self.task.train(was_training)
         return {f"val/{k}": v / max(n, 1) for k, v in sums.items()}
