@@ -27,3 +27,10 @@ def latent_batch(batch, who: str, latent_dim: int) -> tuple[torch.Tensor, torch.
         return batch[0], (batch[1] if len(batch) == 2 else None)
     raise ValueError(f"{who}.training_step expects a latent tensor (B, T, {latent_dim}), (latents,) or a "
                      f"(latents, labels) pair, got {type(batch).__name__}")
+
+
+def draw_device(generator: torch.Generator | None, device: torch.device | str) -> torch.device:
+    """Where to draw random numbers: the generator's own device, else ``device``. The one convention
+    of every sampler and head: a CPU generator may drive a CUDA model (draw there, then move, as
+    diffusers' ``randn_tensor``), so a seed gives the same samples on every device."""
+    return torch.device(device) if generator is None else generator.device

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentar.diffusion.sampling import PREDICTION_TYPES, model_output, sample, schedule_length
+from latentar.torch_utils import draw_device
 
 _BATCH_KEYS = ("x", "image", "images", "latents", "z")
 
@@ -94,7 +95,8 @@ def perturbed_noising(scheduler, x0: torch.Tensor, timesteps: torch.Tensor, gamm
 
     def draw(given: torch.Tensor | None, name: str) -> torch.Tensor:
         if given is None:
-            return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            return torch.randn(x0.shape, generator=generator, device=draw_device(generator, x0.device),
+                               dtype=x0.dtype).to(x0.device)
         if given.shape != x0.shape:
             raise ValueError(f"{name} must have the shape of x0 {tuple(x0.shape)}, got {tuple(given.shape)}")
         return given.to(device=x0.device, dtype=x0.dtype)
@@ -190,13 +192,19 @@ class IPDiffusionTrainer(nn.Module):
 
     def loss(self, x0: torch.Tensor, timesteps: torch.Tensor | None = None, noise: torch.Tensor | None = None,
              xi: torch.Tensor | None = None) -> torch.Tensor:
-        """Scalar mean squared error; t, eps, xi are drawn from torch's global RNG unless given."""
+        """Scalar mean squared error; t, eps, xi are drawn from torch's global RNG unless given.
+
+        Timesteps given by the caller are range-checked (a host read, once per call: the boundary);
+        drawn ones are in range by construction, so the training path (``training_step``) reads
+        nothing back from the device.
+        """
         if not torch.is_tensor(x0) or not x0.is_floating_point():
             raise TypeError(f"x0 must be a floating-point tensor (B, ...), got {getattr(x0, 'dtype', type(x0).__name__)}")
-        if timesteps is None:
+        given = timesteps is not None
+        if not given:
             timesteps = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), device=x0.device)
         x_t, target = perturbed_noising(self.scheduler, x0, timesteps, self.gamma, noise=noise, xi=xi,
-                                        prediction_type=self.prediction_type)
+                                        prediction_type=self.prediction_type, validate=given)
         return F.mse_loss(self(x_t, timesteps).float(), target.float())
 
     def training_step(self, batch: Any) -> torch.Tensor:

@@ -63,6 +63,15 @@ resolution). For v- and x0-predicting models the output is converted to eps at t
 scaled, and converted back: eps = sqrt(abar) v + sqrt(1 - abar) x_t, v' = (eps' - sqrt(1 - abar) x_t) / sqrt(abar);
 eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar), x0' = (x_t - sqrt(1 - abar) eps') / sqrt(abar).
 lambda = 1 is plain sampling, bit for bit (the output is not touched).
+
+Generators (:func:`check_generator`, one rule for every function here and so for every diffusion
+arm): a ``torch.Generator`` on the CPU or on the sampling device; every draw is made on the
+*generator's* device and moved to the sampling device (diffusers' ``randn_tensor`` rule). A CPU
+generator gives the same samples on every device; a generator on the model's device (the one the
+GMM head's ``torch.randn(..., generator=g, device=<model device>)`` needs) draws there, with no
+copy per step. A generator on any other device is a ValueError. None -> a generator on the
+sampling device seeded from torch's global (CPU) RNG, so ``torch.manual_seed`` still makes
+sampling reproducible.
 """
 from __future__ import annotations
 
@@ -186,6 +195,24 @@ def classifier_free_guidance(denoise_pair: Denoiser, cfg_scale: float) -> Denois
     return guided
 
 
+def check_generator(generator: torch.Generator | None, device: torch.device | str) -> torch.Generator:
+    """The generator a sampler draws from (module docstring, "Generators"): ``generator`` if it is on
+    the CPU or on ``device``, a fresh one on ``device`` seeded from torch's global RNG if None, else
+    a ValueError naming both devices."""
+    device = torch.device(device)
+    if generator is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())       # a CPU tensor: no device sync
+        return torch.Generator(device=device).manual_seed(seed)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (or None), got {type(generator).__name__}")
+    g = generator.device
+    same_index = g.index is None or device.index is None or g.index == device.index
+    if g.type == "cpu" or (g.type == device.type and same_index):
+        return generator
+    raise ValueError(f"generator is on {g} but sampling runs on {device}; pass a CPU generator (the same samples "
+                     f"on every device) or one on the sampling device, torch.Generator(device={str(device)!r})")
+
+
 def _randn(shape, generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """N(0, I) drawn on the generator's device, then moved (as diffusers' randn_tensor)."""
     return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
@@ -211,10 +238,10 @@ def reverse_diffusion(denoise: Denoiser, train_scheduler, shape: Sequence[int], 
         shape: ``(N, ...)`` of the samples. sampler: one of ``SAMPLERS``; num_steps in [1, T].
         temperature, temperature_mode: tau >= 0 and where it acts ("mar" | "start_and_steps").
         eta: DDIM's stochasticity (0 = deterministic); ignored by the other samplers.
-        generator: x_T, then each step's noise (ddpm: inside ``step``; ddim eta > 0: ``variance_noise``)
-            come from it in that order, drawn on its device (a CPU generator gives the same samples on
-            every device). None -> one seeded from torch's global RNG, so ``torch.manual_seed`` still
-            makes sampling reproducible.
+        generator: on the CPU or on ``device`` (:func:`check_generator`); x_T, then each step's noise
+            (ddpm: inside ``step``; ddim eta > 0: ``variance_noise``) come from it in that order, drawn
+            on its device and moved to ``device``. None -> one on ``device`` seeded from torch's
+            global RNG, so ``torch.manual_seed`` still makes sampling reproducible.
         device, dtype: of x (None -> CPU); the output of ``denoise`` is cast to dtype.
         eps_scale, eps_scale_k: ADM-ES lambda_t = eps_scale + eps_scale_k * t (1, 0 = off).
 
@@ -233,11 +260,7 @@ def reverse_diffusion(denoise: Denoiser, train_scheduler, shape: Sequence[int], 
     if len(shape) < 2 or shape[0] < 1:
         raise ValueError(f"shape must be (N, ...) with N >= 1, got {shape}")
     device = torch.device("cpu" if device is None else device)
-    if generator is None:
-        generator = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-    if generator.device.type not in ("cpu", device.type):
-        raise ValueError(f"generator is on {generator.device} but sampling runs on {device}; "
-                         "pass a CPU generator or one on the sampling device")
+    generator = check_generator(generator, device)
     prediction_type = train_scheduler.config.get("prediction_type", "epsilon")
     scheduler = make_sampling_scheduler(train_scheduler, sampler)
     scheduler.set_timesteps(num_steps)            # CPU timesteps: int(t) below is not a device sync
@@ -293,9 +316,9 @@ def sample(model: nn.Module, train_scheduler, num_steps: int, shape: Sequence[in
         train_scheduler: the scheduler the model was trained with (schedule, prediction type, clipping).
         num_steps: in [1, num_train_timesteps].
         sampler: "ddpm" | "ddim" | "dpmsolver".
-        generator: a CPU ``torch.Generator``; x_T and every per-step noise come from it, in batch
-            order, so a seed gives the same samples on every device. None -> seeded from torch's
-            global RNG.
+        generator: on the CPU or on ``device`` (:func:`check_generator`); x_T and every per-step
+            noise come from it, in batch order, drawn on its device (a CPU generator: the same samples
+            on every device). None -> one on ``device`` seeded from torch's global RNG.
         eps_scale, eps_scale_k: ADM-ES lambda_t = eps_scale + eps_scale_k * t (1, 0 = off).
         eta: DDIM's stochasticity (0 = deterministic); ignored by the other samplers.
         batch_size: samples per network call.
@@ -313,10 +336,7 @@ def sample(model: nn.Module, train_scheduler, num_steps: int, shape: Sequence[in
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-    if generator is None:
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-    if generator.device.type != "cpu":
-        raise ValueError("pass a CPU torch.Generator: the noise is drawn on the CPU so a seed gives the same samples on every device")
+    generator = check_generator(generator, device)          # one generator for every batch
     denoise = lambda x, t: model_output(model, x, t).float()  # noqa: E731
     was_training = model.training
     model.eval()

@@ -56,6 +56,7 @@ from latentar.diffusion.sampling import (DEFAULT_NUM_STEPS, DEFAULT_SAMPLER, PRE
                                          TIMESTEP_SPACINGS, classifier_free_guidance, make_sampling_scheduler,
                                          reverse_diffusion)
 from latentar.heads.base import Head
+from latentar.torch_utils import draw_device
 
 # x0-prediction ("sample") is left out: a per-token head regressing x0 is not what MAR / LatentLM train.
 HEAD_PREDICTION_TYPES = tuple(p for p in PREDICTION_TYPES if p != "sample")
@@ -263,7 +264,8 @@ class DiffusionHead(Head):
         training_target(x0, eps, t). This is the training hot path and t is drawn in range here,
         so the timestep range check (a host sync on GPU) is skipped.
         """
-        t = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
+        t = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), generator=generator,
+                          device=draw_device(generator, x0.device)).to(x0.device)
         x_t, target = perturbed_noising(self.noise_scheduler, x0, t, self.input_perturbation, generator=generator,
                                         prediction_type=self.prediction_type, validate=False)
         return x_t, t, target

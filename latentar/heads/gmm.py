@@ -54,6 +54,7 @@ from torch import nn
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from latentar.heads.base import Head
+from latentar.torch_utils import draw_device
 
 
 class GMMHead(Head):
@@ -196,10 +197,14 @@ class GMMHead(Head):
             idx = logits.argmax(-1)
         else:
             probs = F.softmax(self._tempered_logits(logits, logit_temperature, temperature_probs), dim=-1)
-            idx = torch.multinomial(probs, 1, generator=generator).squeeze(-1)   # (N,)
+            # draws happen on the generator's device (a CPU generator may drive a CUDA model: the
+            # convention of latentar.diffusion.sampling and diffusers' randn_tensor)
+            g_dev = draw_device(generator, probs.device)
+            idx = torch.multinomial(probs.to(g_dev), 1, generator=generator).squeeze(-1).to(probs.device)  # (N,)
         gather = idx[:, None, None].expand(n, 1, d)
         loc_k = loc.gather(1, gather).squeeze(1)                                  # (N, d)
         scale_k = scale.gather(1, gather).squeeze(1)
-        z = torch.randn(n, d, generator=generator, device=loc.device, dtype=loc.dtype)
+        g_dev = draw_device(generator, loc.device)
+        z = torch.randn(n, d, generator=generator, device=g_dev, dtype=loc.dtype).to(loc.device)
         x = loc_k + temperature * scale_k * z
         return x.to(cond.dtype).reshape(*lead, d)

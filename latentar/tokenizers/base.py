@@ -135,8 +135,14 @@ class LatentTokenizer(nn.Module, PretrainedMixin):
     def _expected(self) -> str:
         return f"(B, {self.in_channels}, H, W) images" if self.modality == "image" else f"(B, {self.in_channels}, T) audio"
 
-    def check_input(self, x: Any, where: str = "input") -> torch.Tensor:
-        """Raise a clear error unless ``x`` is finite data of this tokenizer's modality and shape."""
+    def check_input(self, x: Any, where: str = "input", values: bool = True) -> torch.Tensor:
+        """Raise a clear error unless ``x`` is finite data of this tokenizer's modality and shape.
+
+        Type, rank, channels and size are metadata. ``values`` adds the NaN / inf scan, the one check
+        that reads the data back (a device-to-host sync when x is on an accelerator): the public
+        entry points (``encode``, ``reconstruct``, ...) run it, the training path (``loss``) only
+        for data on the host.
+        """
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: {where} must be a torch.Tensor of shape {self._expected()}, got {type(x).__name__}")
@@ -161,11 +167,20 @@ class LatentTokenizer(nn.Module, PretrainedMixin):
         if self.modality == "image" and (x.shape[-2] % self.hop or x.shape[-1] % self.hop):
             raise ValueError(f"{name}: image size {tuple(x.shape[-2:])} must be a multiple of the total stride "
                              f"{self.hop} (strides {self.config['strides']}); pad or resize the images")
-        bad = (~torch.isfinite(x)).sum().item()
+        bad = (~torch.isfinite(x)).sum().item() if values else 0
         if bad:
             raise ValueError(f"{name}: {where} contains {bad} NaN or inf value(s) out of {x.numel()}; "
                              "clean or clamp the data before encoding")
         return x
+
+    def _check_finite_on_host(self, x: torch.Tensor, where: str = "input") -> None:
+        """The NaN / inf scan of a CPU tensor with no read into Python (``torch._assert_async`` is
+        synchronous on the CPU); the count is read only to word the error."""
+        try:
+            torch._assert_async(torch.isfinite(x).all())
+        except RuntimeError:
+            self.check_input(x, where)              # raises the ValueError naming the count
+            raise
 
     def check_latent(self, z: Any, where: str = "latent") -> torch.Tensor:
         name = type(self).__name__
@@ -258,13 +273,22 @@ class LatentTokenizer(nn.Module, PretrainedMixin):
         return self.sample_posterior(mu, logvar=logvar, generator=generator)
 
     # -- training ---------------------------------------------------------------------------------
-    def loss(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, x: torch.Tensor, sample: bool = True,
+             validate: bool | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training objective on a batch ``x``; returns ``(loss, metrics)`` (metrics detached).
 
         loss = pointwise(x_hat, x) [+ mel_weight * mel(x_hat, x)] + regularizer, where
         x_hat = decoder(mu_raw + noise) (noise from the posterior; none if ``sample=False``).
+
+        ``validate``: scan x for NaN / inf (a ValueError naming the count). None (default): only when
+        x is on the CPU, where the scan reads no device memory (nor any value into Python unless it
+        fails: ``_check_finite_on_host``); on an accelerator this training path
+        reads nothing back, and a non-finite batch gives a non-finite loss, which the ``Trainer``
+        stops on ("check the data"). True / False force / skip the scan. Metadata checks always run.
         """
-        x = self.check_input(x)
+        x = self.check_input(x, values=bool(validate))
+        if validate is None and x.device.type == "cpu":
+            self._check_finite_on_host(x)
         mu, logvar = self._stats_raw(x)
         noise = self._noise_raw(mu, logvar) if sample else None
         z = mu if noise is None else mu + noise.to(mu.dtype)
@@ -293,14 +317,15 @@ class LatentTokenizer(nn.Module, PretrainedMixin):
         was_training = self.training
         self.eval()
         try:
-            n, s1, s2 = 0, 0.0, 0.0
+            n, s1, s2 = 0, 0.0, 0.0                      # the sums stay on the device, read once at the end
             for x in iter_batches(data, batch_size, max_examples):
                 x = self.check_input(x.to(self.latent_std.device))
                 mu, _ = self._stats_raw(x)
                 mu = mu.double()
-                n, s1, s2 = n + mu.numel(), s1 + mu.sum().item(), s2 + mu.pow(2).sum().item()
+                n, s1, s2 = n + mu.numel(), s1 + mu.sum(), s2 + mu.pow(2).sum()
             if n < 2:
                 raise ValueError("estimate_latent_scale needs data: got no examples")
+            s1, s2 = float(s1), float(s2)
             var = (s2 - s1 * s1 / n) / (n - 1)
             std = math.sqrt(max(var, 0.0))
             if not std > 1e-8:
