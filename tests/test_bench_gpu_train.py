@@ -1,21 +1,15 @@
 """bench/gpu_train.py at its CPU smoke size, so the GPU benchmark never rots without a GPU."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu_train.py"
+from conftest import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu_train", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("gpu_train")
 
 
 def test_smoke_run_prints_a_parsable_result(capsys):

@@ -74,16 +74,16 @@ def test_static_cache_decode_compiles_once_for_every_position(pos):
     torch.testing.assert_close(torch.cat(states, 1), full, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("head", ["gmm", "diffusion"])
-def test_compiled_generate_equals_eager_and_compiles_once(head):
-    m = _ar(head)
-    labels = torch.tensor([1, 2])
-    eager = m.generate(2, 12, labels=labels, cfg_scale=2.0, generator=torch.Generator().manual_seed(3))
+@pytest.mark.parametrize("head, num_classes", [("gmm", 10), ("diffusion", 10), ("gmm", 0)])
+def test_compiled_generate_equals_eager_and_compiles_once(head, num_classes):
+    m = _ar(head, num_classes)
+    labels, cfg = (torch.tensor([1, 2]), 2.0) if num_classes else (None, 1.0)
+    kw = dict(labels=labels, cfg_scale=cfg)
+    eager = m.generate(2, 12, generator=torch.Generator().manual_seed(3), **kw)
     backend = _CountingBackend()
     dynamo.reset()
     for _ in range(2):  # a second call reuses the graph (a fresh cache, the same shapes)
-        compiled = m.generate(2, 12, labels=labels, cfg_scale=2.0, generator=torch.Generator().manual_seed(3),
-                              compile=backend)
+        compiled = m.generate(2, 12, generator=torch.Generator().manual_seed(3), compile=backend, **kw)
     assert backend.compiles == 1
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
 

@@ -261,6 +261,9 @@ class LatentAR(PretrainedMixin, nn.Module):
             start = self.start_tokens(labels, batch_size).to(dtype)  # (B, 1, d)
             if guided:
                 start = torch.cat([start, self.start_tokens(None, batch_size).to(dtype)])  # (2B, 1, d): cond | null
+            # the BOS is an expanded view of a parameter (requires grad, stride 0): detached and copied, it
+            # gives the compiled step the same kind of input as every later position (no second graph)
+            start = start.detach().contiguous()
             step, cache, positions = self._decode_setup(start, length, use_cache, compile)
             inputs = [start]  # embeddings fed so far (only kept whole without the cache)
             out = torch.empty(batch_size, length, self.latent_dim, device=device, dtype=dtype)
