@@ -170,3 +170,39 @@ def test_every_new_strategy_trains_through_exposure_task():
         fit = Trainer(max_steps=4, batch_size=8, lr=1e-3, device="cpu", out_dir=tempfile.mkdtemp(), ckpt_every=0,
                       seed=0, progress=False).fit(task, ds)
         assert math.isfinite(fit["loss"]), type(strat).__name__
+
+
+def _bleu_reference(y: list[int], x: list[int], max_n: int = 4) -> float:
+    """Smoothed sentence BLEU in plain Python (collections.Counter clipping), equal lengths."""
+    import math
+    from collections import Counter
+    logs = []
+    for n in range(1, max_n + 1):
+        gy = Counter(tuple(y[i:i + n]) for i in range(len(y) - n + 1))
+        gx = Counter(tuple(x[i:i + n]) for i in range(len(x) - n + 1))
+        if not gy:
+            break
+        matched = sum(min(c, gx[g]) for g, c in gy.items())
+        logs.append(math.log((matched + 1) / (sum(gy.values()) + 1)))
+    return math.exp(sum(logs) / max_n)
+
+
+def test_bleu_reward_matches_a_counter_reference_and_clips_repeats():
+    from latentar.exposure.sequence_level import bleu_reward
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (6, 12), generator=g)
+    x = torch.randint(0, 4, (6, 12), generator=g)
+    got = bleu_reward(y, x)
+    want = torch.tensor([_bleu_reference(a.tolist(), b.tolist()) for a, b in zip(y, x)])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    ref = torch.tensor([5, 1, 2, 3, 4, 6, 7, 8])
+    assert bleu_reward(ref[None], ref)[0] == pytest.approx(1.0)  # exact copy: every precision 1
+    loop = torch.full((1, 8), 5)  # "5 5 5 ...": one unigram match after clipping, no higher ones
+    assert bleu_reward(loop, ref)[0] == pytest.approx(_bleu_reference([5] * 8, ref.tolist()))
+    assert bleu_reward(loop, ref)[0] < bleu_reward(ref[None].roll(1, 1), ref)[0]
+    # a mask scores only the masked suffix, in both sequences
+    mask = torch.zeros(6, 12, dtype=torch.bool)
+    mask[:, 5:] = True
+    got = bleu_reward(y, x, mask=mask)
+    want = torch.tensor([_bleu_reference(a[5:].tolist(), b[5:].tolist()) for a, b in zip(y, x)])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

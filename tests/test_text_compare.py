@@ -90,3 +90,16 @@ def test_help_documents_every_option(capsys):
         for opt in action.option_strings:
             assert opt in text
         assert action.help, f"{action.option_strings} has no help"
+
+
+def test_mixer_on_text_is_rewarded_by_bleu_and_gets_a_signal():
+    """On text the sequence-level arms score n-gram overlap: a sampled continuation that shares no
+    prefix with the block still earns a nonzero, row-varying reward (the prefix credit was ~0)."""
+    from latentar.exposure.sequence_level import bleu_reward, prefix_reward
+    strategy = tc.build_strategy("mixer", tc.TextCompareConfig())
+    assert strategy.reward == "bleu"
+    block = torch.tensor(list(b"def f(x):\n    return x + 1\n"))
+    sample = torch.stack([block.roll(3), block.flip(0), torch.full_like(block, ord(" "))])
+    assert (prefix_reward(sample, block, exact_bonus=0.5) == 0).all()
+    bleu = bleu_reward(sample, block)
+    assert (bleu > 0).all() and bleu[0] > bleu[1] > bleu[2]  # shifted copy > reversed > a run of spaces

@@ -77,6 +77,7 @@ from latentar.exposure import (BASH, RAC, ExposureTask, Relabel, ScheduledSampli
                                TokenUnlikelihood, exposure_curve)
 from latentar.exposure.base import Strategy
 from latentar.exposure.rac import ReferenceTemplate
+from latentar.exposure.sequence_level import REWARDS
 from latentar.metrics.plots import save_lines
 from latentar.models.char_lm import CharLM, complete, left_align
 from latentar.sweeps.discrete_verdicts import COMPETENT_ERR, PENDING, compounding_rows, discrete_verdicts
@@ -152,6 +153,7 @@ class CompareConfig:
     rl_rows: int = 8                # REINFORCE / MIXER: rows rolled out per step
     rl_start_share: float = 0.25    # MIXER: sampled share of the answer at the end of the warm-up
     rl_exact_bonus: float = 0.5     # REINFORCE / MIXER: reward weight of an exact match (vs prefix credit)
+    rl_reward: str = "prefix"       # REINFORCE / MIXER: "prefix" (one right answer) | "bleu" (free text)
     test_seed: int = 1000           # the held-out split is the same for every cell of one (task, length)
     progress: bool = True
 
@@ -190,6 +192,8 @@ class CompareConfig:
             v = finite(getattr(self, name), _option(name), minimum=0.0)
             if v > 1.0:
                 raise UsageError(f"{_option(name)} must lie in [0, 1], got {v}")
+        if self.rl_reward not in REWARDS:
+            raise UsageError(f"--rl-reward must be one of {', '.join(REWARDS)}, got {self.rl_reward!r}")
         if self.regen_frac == 0.0:
             raise UsageError("--regen-frac must be > 0 (the pool is rebuilt every regen_frac * steps steps)")
         if not 0.0 < self.ss_max < 1.0 and any(s in self.strategies for s in ("ss_exp", "ss_invsig")):
@@ -248,7 +252,7 @@ def build_strategy(name: str, cfg: CompareConfig, train: SeqTask | None = None) 
         return TokenUnlikelihood(alpha=cfg.ul_alpha)
     if name in ("reinforce", "mixer"):
         return SequenceLevel(warmup=cfg.warmup_frac, mixer=name == "mixer", start_share=cfg.rl_start_share,
-                             rollout_rows=cfg.rl_rows, exact_bonus=cfg.rl_exact_bonus)
+                             rollout_rows=cfg.rl_rows, exact_bonus=cfg.rl_exact_bonus, reward=cfg.rl_reward)
     raise ValueError(f"unknown strategy {name!r}; expected one of {sorted(STRATEGIES)}")
 
 
@@ -547,6 +551,8 @@ def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentPa
                    help="mixer: sampled share of the answer after the warm-up, annealed to 1 (default: 0.25)")
     p.add_argument("--rl-exact-bonus", type=float, default=None,
                    help="reinforce / mixer: reward weight of an exact match vs correct-prefix credit (default: 0.5)")
+    p.add_argument("--rl-reward", choices=REWARDS, default=None,
+                   help="reinforce / mixer: correct-prefix credit ('prefix', default) or smoothed BLEU-4 ('bleu')")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return add_launch_args(p)
 
@@ -555,7 +561,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "num_train", "num_test", "d_model",
                                                "depth", "num_heads", "pos", "pool_size", "warmup_frac", "regen_frac",
                                                "beta", "ss_max", "rac_fraction", "ul_alpha", "rl_rows",
-                                               "rl_start_share", "rl_exact_bonus", "seeds")}
+                                               "rl_start_share", "rl_exact_bonus", "rl_reward", "seeds")}
     if args.lengths is not None:
         overrides["lengths"] = parse_list(args.lengths, int, "--len")
     if args.tasks is not None:
