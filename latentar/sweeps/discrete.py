@@ -108,7 +108,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 1000 steps every length up to 16 is solved exactly: no errors, so nothing to compound), the core
     # arms only: 13.6 min on 2 cores from an empty cache. standard: the two tasks that still compound
     # at 1000 steps (chain, add_lsd; running_sum is solved exactly there), two lengths, the seven arms
-    # of the published claims: 84 cells, about 1.6 h on one core (the README's table).
+    # of the published claims: 84 cells, about 2 h on 2 workers (estimated from the chain cells' 69 s of
+    # wall per cell; length 10 is longer), the README's table.
     "quick": dict(tasks=["running_sum"], lengths=[8, 16], strategies=["sft", "ss", "bash", "relabel", "mixer"],
                   seeds=3, steps=500, batch_size=64, lr=2e-3, num_train=20_000, num_test=200, d_model=128, depth=2,
                   num_heads=4, pool_size=256, ckpt_every=100),
@@ -516,7 +517,8 @@ def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentPa
     p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..n-1 per cell (default: the preset's)")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
                    help="budget: smoke (<= 2 min on CPU), quick (<= 15 min on 2 cores), standard (the README's "
-                        "table), full (GPU) (default: quick)")
+                        "table: chain and add_lsd at 6 and 10 steps, 7 arms, 84 cells, about 2 h on 2 cores), full "
+                        "(GPU) (default: quick)")
     p.add_argument("--out", default="runs/discrete",
                    help="output folder (default: runs/discrete). A rerun with the same settings resumes it; one with "
                         "other settings (--steps, --lr, ...) trains new cells beside the old ones, and results.* "
