@@ -24,7 +24,8 @@ _EXPORTS = {
     "CausalTransformer": "latentar.models", "LatentAR": "latentar.models", "JointDiffusion": "latentar.models",
     "CharLM": "latentar.models", "HFCausalLM": "latentar.models",
     "IPDiffusionTrainer": "latentar.diffusion",
-    "SoftPrompt": "latentar.softprompt", "fit_soft_prompt": "latentar.softprompt", "load_frozen_lm": "latentar.softprompt",
+    "SoftPrompt": "latentar.softprompt", "fit_soft_prompt": "latentar.softprompt",
+    "fit_soft_prompts": "latentar.softprompt", "load_frozen_lm": "latentar.softprompt",
 }
 __all__ = sorted(_EXPORTS)
 

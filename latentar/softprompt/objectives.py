@@ -28,6 +28,14 @@ Greedy reconstruction is exact exactly when every teacher-forced argmax is right
 and the teacher-forced pass share their context up to the first wrong argmax k, which is where the
 free run leaves the target (``StepContext.first_error``). The free run is therefore decoded from
 x_<k onwards with the cache prefilled by one pass.
+
+Batched (:func:`latentar.softprompt.fit.fit_soft_prompts`): every objective also scores G prompts
+at once, ``batch_loss(BatchContext) -> (per-row losses (G,), metrics)``, each row's loss the
+single-fit loss of that row's prompt and target (targets right-padded, padding masked; each row's
+random draws from its own generators, in the single fit's order). ``rl`` decodes every row's K
+samples in one pass and scores the G * K sequences in one more; ``pf`` batches the free runs and
+the LM passes, while each row's own discriminator (a small GRU) runs row by row on its unpadded
+states.
 """
 from __future__ import annotations
 
@@ -41,19 +49,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentar.exposure.base import bernoulli_mask, mix
 from latentar.exposure.scheduled_sampling import ScheduledSampling
 from latentar.exposure.sequence_level import prefix_reward, reinforce_loss
-from latentar.exposure.unlikelihood import UL_MIN, unlikelihood_loss
+from latentar.exposure.unlikelihood import UL_MIN, previous_token_candidates
+from latentar.exposure.unlikelihood import unlikelihood_loss  # noqa: F401  (re-exported by latentar.softprompt)
 from latentar.exposure.schedules import linear, make_schedule
-from latentar.softprompt.decoding import greedy, sample
-from latentar.softprompt.prompt import SoftPrompt, TFPass
+from latentar.softprompt.decoding import greedy, greedy_rows, sample, sample_rows
+from latentar.softprompt.prompt import PromptRows, SoftPrompt, TFPass, upcast
+from latentar.torch_utils import eval_mode
 
 
 
 # ------------------------------------------------------------------ the formulas, as pure functions
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean ``-log softmax(logits)[target]`` over all positions; ``logits (B, T, V)``, ``targets (B, T)``."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    """Mean ``-log softmax(logits)[target]`` over all positions; ``logits (B, T, V)``, ``targets (B, T)``.
+    (Summed per row, then divided: the batched fit's per-row CE is the same arithmetic.)"""
+    per_token = F.cross_entropy(upcast(logits).transpose(1, 2), targets, reduction="none")  # (B, T)
+    return (per_token.sum(1) / targets.shape[1]).mean()
+
+
+def ul_penalty(logits: torch.Tensor, min_prob: float = UL_MIN) -> torch.Tensor:
+    """``-log clamp(1 - p, min_prob)`` for every token of ``logits (..., V)``: the unlikelihood of
+    :func:`latentar.exposure.unlikelihood.unlikelihood_loss`, summed over candidates by the caller."""
+    return -torch.log((1.0 - upcast(logits).softmax(-1)).clamp_min(min_prob))
 
 
 def first_wrong(pred: torch.Tensor, target: torch.Tensor) -> int:
@@ -115,16 +134,89 @@ class StepContext:
         return self._free
 
 
+@dataclass
+class BatchContext:
+    """What an objective sees at one step of a batched fit: G rows, each its own prompt and target.
+
+    ``prompt`` the G rows' prompts (:class:`PromptRows`); ``x (G, T)`` the targets, right-padded with
+    id 0 to the longest, ``lengths (G,)`` their lengths; ``tf`` the G rows' teacher-forced pass (with
+    grad); ``generators`` one CPU generator per row, seeded as a single fit seeds the global RNG, so a
+    row draws what its single fit would draw (``sample_generators``: likewise for the single fit's own
+    ``StepContext.generator``, which REINFORCE and professor forcing draw from); ``rows (G,)`` each
+    row's index among the ``num_rows`` rows this objective fits (rows drop out as they finish; state
+    kept between steps is indexed by it); ``log``: whether this step's metrics are recorded (metrics
+    that cost passes of their own may be skipped when not).
+    """
+
+    prompt: PromptRows
+    x: torch.Tensor
+    lengths: torch.Tensor
+    tf: TFPass
+    step: int
+    max_steps: int
+    generators: list[torch.Generator]
+    rows: torch.Tensor
+    num_rows: int
+    sample_generators: list[torch.Generator] | None = None
+    log: bool = True
+    _free: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def progress(self) -> float:
+        return self.step / max(1, self.max_steps)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """``(G, T)`` bool: the target positions (False on padding)."""
+        T = self.x.shape[1]
+        return torch.arange(T, device=self.x.device) < self.lengths.to(self.x.device)[:, None]
+
+    def row_mean(self, per_token: torch.Tensor) -> torch.Tensor:
+        """``(G, T) -> (G,)``: the mean over each row's target positions (padding excluded)."""
+        m = self.mask.to(per_token.dtype)
+        return (per_token * m).sum(1) / self.lengths.to(per_token.device, per_token.dtype)
+
+    def first_error(self) -> torch.Tensor:
+        """``(G,)``: each row's first wrong teacher-forced argmax (= greedy's first divergence); its length if none."""
+        wrong = (self.tf.logits.detach().argmax(-1) != self.x) & self.mask
+        T = self.x.shape[1]
+        pos = torch.where(wrong, torch.arange(T, device=self.x.device), T).min(1).values
+        return torch.minimum(pos, self.lengths.to(pos.device))
+
+    def free_run(self) -> torch.Tensor:
+        """``(G, T)`` greedy free runs: x_<k, then greedy from there, per row (as :meth:`StepContext.free_run`);
+        memoized."""
+        if self._free is None:
+            k = self.first_error()
+            free = self.x.clone()
+            todo = (k < self.lengths.to(k.device)).nonzero().view(-1)
+            if len(todo):
+                length = int(self.lengths[todo].max())
+                free[todo, :length] = greedy_rows(self.prompt.select(todo), self.x[todo], k[todo], length)
+            self._free = free
+        return self._free
+
+
 # ------------------------------------------------------------------ objectives
 class Objective(ABC):
-    """``loss(ctx) -> (scalar loss, metrics)``; ``reset()`` clears per-target state before a fit."""
+    """``loss(ctx) -> (scalar loss, metrics)``; ``reset()`` clears per-target state before a fit.
+
+    Objectives with ``batchable`` True also implement ``batch_loss(BatchContext) -> (per-row losses
+    (G,), metrics)``, row g's loss being :meth:`loss` of row g's prompt and target alone.
+    """
 
     name: str = "objective"
     needs_hidden: bool = False
+    batchable: bool = False
 
     @abstractmethod
     def loss(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         """The objective's scalar loss at this step, and metrics to log."""
+
+    def batch_loss(self, ctx: BatchContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """Per-row losses ``(G,)`` of G prompts at once (``batchable`` objectives only)."""
+        raise NotImplementedError(f"objective {self.name!r} does not fit prompts in batches; "
+                                  f"fit_soft_prompts fits its rows one at a time")
 
     def reset(self) -> None:
         """Forget state carried between steps (baselines, discriminators); called at the start of a fit."""
@@ -141,9 +233,14 @@ class CrossEntropy(Objective):
     """Teacher-forced cross-entropy on the target."""
 
     name = "ce"
+    batchable = True
 
     def loss(self, ctx):
         return token_cross_entropy(ctx.tf.logits, ctx.x), {}
+
+    def batch_loss(self, ctx):
+        per_token = F.cross_entropy(upcast(ctx.tf.logits).transpose(1, 2), ctx.x, reduction="none")  # (G, T)
+        return ctx.row_mean(per_token), {}
 
 
 class ScheduledSamplingObjective(Objective):
@@ -156,6 +253,7 @@ class ScheduledSamplingObjective(Objective):
     """
 
     name = "ss"
+    batchable = True
 
     def __init__(self, p_max: float = 0.5, ramp: float = 0.25, schedule: Any = None,
                  schedule_kwargs: dict | None = None, mode: str = "argmax", passes: int = 2):
@@ -174,6 +272,37 @@ class ScheduledSamplingObjective(Objective):
     def loss(self, ctx):
         loss, metrics = self.strategy.loss(ctx.prompt, ctx.x, progress=ctx.progress)
         return loss, metrics
+
+    def batch_loss(self, ctx):
+        """The strategy's two-pass loss per row: each row's coins (and samples) from its own generator,
+        drawn in the order the strategy draws them from the global RNG in a single fit. The first
+        prediction pass (context = the targets) reuses the teacher-forced logits: the same pass."""
+        st, p = self.strategy, self.strategy.probability(ctx.progress)
+        x, lengths = ctx.x, ctx.lengths.tolist()
+        if p == 0.0:  # teacher forcing exactly (the single fit's extra pass gives the same logits)
+            per_token = F.cross_entropy(upcast(ctx.tf.logits).transpose(1, 2), x, reduction="none")
+            return ctx.row_mean(per_token), {"ss_p": 0.0, "ss_share": 0.0}
+        replaced = torch.zeros_like(x, dtype=torch.bool)
+        for g, (L, gen) in enumerate(zip(lengths, ctx.generators)):
+            replaced[g, :L] = bernoulli_mask((1, L), p, x.device, gen)[0]
+        context = x
+        for k in range(st.passes - 1):
+            if k == 0:  # the first prediction pass reads the targets: it is the teacher-forced pass
+                logits = upcast(ctx.tf.logits.detach())
+            else:
+                with torch.no_grad(), eval_mode(ctx.prompt):
+                    logits = upcast(ctx.prompt(context))  # (G, T, V)
+            if st.mode == "argmax" or st.temperature == 0:
+                pred = logits.argmax(-1)
+            else:
+                pred = x.clone()
+                for g, (L, gen) in enumerate(zip(lengths, ctx.generators)):
+                    probs = (logits[g, :L] / st.temperature).softmax(-1)
+                    pred[g, :L] = torch.multinomial(probs.to(gen.device), 1, generator=gen).view(-1).to(x.device)
+            context = mix(replaced, pred, x)
+        per_token = ctx.prompt.loss(x, context=context, reduction="none")  # (G, T)
+        share = float(replaced.sum()) / max(1, sum(lengths))
+        return ctx.row_mean(per_token), {"ss_p": p, "ss_share": share}
 
     def __repr__(self) -> str:
         return f"ScheduledSamplingObjective(p_max={self.p_max}, ramp={self.ramp}, strategy={self.strategy!r})"
@@ -194,6 +323,7 @@ class Unlikelihood(Objective):
     """
 
     name = "ul"
+    batchable = True
 
     def __init__(self, previous_context: bool = False, teacher_forced: bool = False, rollout_every: int = 4,
                  ngram: int = 2, min_prob: float = UL_MIN):
@@ -203,9 +333,11 @@ class Unlikelihood(Objective):
         self.rollout_every = int(rollout_every)
         self.ngram, self.min_prob = int(ngram), float(min_prob)
         self._free: torch.Tensor | None = None
+        self._free_rows: dict[int, torch.Tensor] = {}
 
     def reset(self):
         self._free = None
+        self._free_rows = {}
 
     def candidates(self, x: torch.Tensor, free: torch.Tensor, vocab: int,
                    tf_argmax: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,8 +368,30 @@ class Unlikelihood(Objective):
         in_target = set(x[0].tolist())
         rep = sum(w and lp for w, lp in zip(wrong, loops))
         ooo = sum(w and (not lp) and tok in in_target for w, lp, tok in zip(wrong, loops, free.tolist()))
-        return unlikelihood_loss(ctx.tf.logits, cand, self.min_prob), {
+        penalty = ul_penalty(ctx.tf.logits, self.min_prob)
+        return (penalty * cand.to(penalty.dtype)).sum() / x.shape[1], {
             "ul_candidates": float(cand.sum()), "ul_repeats": float(rep), "ul_out_of_order": float(ooo)}
+
+    def batch_loss(self, ctx):
+        """Per row as :meth:`loss`: the free runs are decoded for all rows at once (every
+        ``rollout_every`` steps, or when a row has none yet) and kept per row between refreshes."""
+        rows = ctx.rows.tolist()
+        if ctx.step % self.rollout_every == 0 or any(r not in self._free_rows for r in rows):
+            free = ctx.free_run()
+            self._free_rows.update({r: free[g] for g, r in enumerate(rows)})
+        free = torch.stack([self._free_rows[r] for r in rows])  # (G, T)
+        x, mask, V = ctx.x, ctx.mask, ctx.tf.logits.shape[-1]
+        cand = torch.zeros(*x.shape, V, dtype=torch.bool, device=x.device)
+        for tokens in (free, ctx.tf.logits.detach().argmax(-1) if self.teacher_forced else None):
+            if tokens is None:
+                continue
+            wrong = (tokens != x) & mask
+            cand |= torch.zeros_like(cand).scatter_(-1, tokens.unsqueeze(-1), wrong.unsqueeze(-1))
+        if self.previous_context:
+            cand |= previous_token_candidates(x, mask, V)
+        penalty = ul_penalty(ctx.tf.logits, self.min_prob)  # (G, T, V)
+        per_row = (penalty * cand.to(penalty.dtype)).sum((1, 2)) / ctx.lengths.to(penalty.device, penalty.dtype)
+        return per_row, {"ul_candidates": float(cand.sum()) / len(rows)}
 
     def __repr__(self) -> str:
         return (f"Unlikelihood(previous_context={self.previous_context}, teacher_forced={self.teacher_forced}, "
@@ -260,6 +414,7 @@ class Reinforce(Objective):
     """
 
     name = "rl"
+    batchable = True
 
     def __init__(self, num_samples: int = 4, temperature: float = 1.0, baseline: str = "greedy",
                  exact_bonus: float = 0.5, delta: int | None = None, stage_steps: int = 20, ema_decay: float = 0.9):
@@ -273,9 +428,11 @@ class Reinforce(Objective):
         self.exact_bonus, self.delta, self.stage_steps = float(exact_bonus), delta, int(stage_steps)
         self.ema_decay = float(ema_decay)
         self._ema: float | None = None
+        self._ema_rows: dict[int, float] = {}
 
     def reset(self):
         self._ema = None
+        self._ema_rows = {}
 
     def prefix_length(self, T: int, step: int) -> int:
         """MIXER's teacher-forced prefix k at ``step`` for a target of length T."""
@@ -302,10 +459,48 @@ class Reinforce(Objective):
             self._ema = m if self._ema is None else self.ema_decay * self._ema + (1 - self.ema_decay) * m
         full = torch.cat([x[:k].expand(K, k), ys], dim=1)  # (K, T)
         logits = prompt.teacher_forced(full).logits[:, k:]  # (K, T-k, V): row t scores y_t
-        token_logp = logits.float().log_softmax(-1).gather(-1, ys.unsqueeze(-1)).squeeze(-1)  # (K, T-k)
+        token_logp = upcast(logits).log_softmax(-1).gather(-1, ys.unsqueeze(-1)).squeeze(-1)  # (K, T-k)
         return reinforce_loss(token_logp, r, b), {
             "rl_prefix": float(k), "rl_reward": float(r.mean()), "rl_baseline": float(b.mean()),
             "rl_exact": float((r >= 1.0 - 1e-9).float().mean())}
+
+    def batch_loss(self, ctx):
+        """Per row as :meth:`loss`: each row's prefix k from its own length, its K (+ greedy) continuations
+        decoded for all rows at once (:func:`sample_rows`, row b drawing from its ``sample_generators[b]``,
+        the single fit's ``ctx.generator``), one teacher-forced pass over the G * K sequences."""
+        if ctx.sample_generators is None:
+            raise ValueError("batched REINFORCE needs BatchContext.sample_generators (one per row)")
+        x, G, K = ctx.x, ctx.x.shape[0], self.num_samples
+        lengths = ctx.lengths.tolist()
+        ks = [self.prefix_length(L, ctx.step) for L in lengths]
+        greedy_row = self.baseline == "greedy"
+        R = K + int(greedy_row)
+        ys = sample_rows(ctx.prompt, x, torch.tensor(ks), ctx.lengths, K, self.temperature, ctx.sample_generators,
+                         with_greedy=greedy_row).view(G, R, -1)  # (G, R, T): x_<k, then the continuation
+        adv, rewards, bases = [], [], []
+        for g, (L, k, row) in enumerate(zip(lengths, ks, ctx.rows.tolist())):
+            r = prefix_reward(ys[g, :K, k:L], x[g, k:L], self.exact_bonus)  # (K,)
+            if greedy_row:
+                b = prefix_reward(ys[g, K:, k:L], x[g, k:L], self.exact_bonus).expand(K)
+            elif self.baseline == "mean":
+                b = (r.sum() - r) / (K - 1)
+            else:
+                ema = self._ema_rows.get(row)
+                b = torch.full_like(r, ema if ema is not None else float(r.mean()))
+                m = float(r.mean())
+                self._ema_rows[row] = m if ema is None else self.ema_decay * ema + (1 - self.ema_decay) * m
+            adv.append(r - b)
+            rewards.append(float(r.mean()))
+            bases.append(float(b.mean()))
+        full = ys[:, :K].reshape(G * K, -1)  # (G K, T)
+        samples = ctx.prompt.select(torch.arange(G, device=x.device).repeat_interleave(K))
+        logits = samples.teacher_forced(full).logits  # (G K, T, V)
+        token_logp = upcast(logits).log_softmax(-1).gather(-1, full.unsqueeze(-1)).squeeze(-1).view(G, K, -1)
+        pos = torch.arange(x.shape[1], device=x.device)
+        per_row = [reinforce_loss(token_logp[g][:, (pos >= k) & (pos < L)], adv[g], torch.zeros_like(adv[g]))
+                   for g, (L, k) in enumerate(zip(lengths, ks))]
+        return torch.stack(per_row), {
+            "rl_prefix": sum(ks) / G, "rl_reward": sum(rewards) / G, "rl_baseline": sum(bases) / G}
 
     def __repr__(self) -> str:
         return (f"Reinforce(num_samples={self.num_samples}, temperature={self.temperature}, baseline={self.baseline!r}, "
@@ -344,6 +539,7 @@ class ProfessorForcing(Objective):
 
     name = "pf"
     needs_hidden = True
+    batchable = True
 
     def __init__(self, hidden: int = 64, lr: float = 1e-3, d_steps: int = 1):
         if hidden < 1 or d_steps < 1 or lr <= 0:
@@ -351,17 +547,46 @@ class ProfessorForcing(Objective):
         self.hidden, self.lr, self.d_steps = int(hidden), float(lr), int(d_steps)
         self.disc: HiddenDiscriminator | None = None
         self.opt: torch.optim.Optimizer | None = None
+        self._discs: dict[int, tuple[HiddenDiscriminator, torch.optim.Optimizer]] = {}  # batched: one per row
 
     def reset(self):
-        self.disc, self.opt = None, None
+        self.disc, self.opt, self._discs = None, None, {}
 
-    def _build(self, ctx: StepContext) -> None:
-        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator)))
+    def _new(self, d_model: int, device: torch.device,
+             generator: torch.Generator) -> tuple[HiddenDiscriminator, torch.optim.Optimizer]:
+        """A fresh discriminator (seeded from ``generator``, the global RNG untouched) and its AdamW."""
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
-            disc = HiddenDiscriminator(ctx.prompt.lm.d_model, self.hidden)
-        self.disc = disc.to(ctx.prompt.device)
-        self.opt = torch.optim.AdamW(self.disc.parameters(), lr=self.lr)
+            disc = HiddenDiscriminator(d_model, self.hidden)
+        disc = disc.to(device)
+        return disc, torch.optim.AdamW(disc.parameters(), lr=self.lr)
+
+    def _build(self, ctx: StepContext) -> None:
+        self.disc, self.opt = self._new(ctx.prompt.lm.d_model, ctx.prompt.device, ctx.generator)
+
+    def _step(self, disc: HiddenDiscriminator, opt: torch.optim.Optimizer, h_tf: torch.Tensor,
+              h_free: torch.Tensor, accuracy: bool = True) -> tuple[torch.Tensor, float, float]:
+        """``d_steps`` discriminator updates, then the prompt's loss with D fixed: (g_loss, d_loss, D's
+        accuracy after the updates; NaN unless ``accuracy``: it costs two more passes of D)."""
+        for _ in range(self.d_steps):
+            d_tf, d_free = disc(h_tf.detach()), disc(h_free.detach())
+            d_loss = F.softplus(-d_tf).mean() + F.softplus(d_free).mean()
+            opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt.step()
+        for p in disc.parameters():
+            p.requires_grad_(False)
+        try:
+            g_loss = F.softplus(-disc(h_free)).mean()
+        finally:
+            for p in disc.parameters():
+                p.requires_grad_(True)
+        acc = float("nan")
+        if accuracy:
+            with torch.no_grad():
+                acc = 0.5 * (float((disc(h_tf) > 0).float().mean()) + float((disc(h_free) <= 0).float().mean()))
+        return g_loss, float(d_loss.detach()), acc
 
     def loss(self, ctx):
         if ctx.tf.hidden is None:
@@ -370,23 +595,27 @@ class ProfessorForcing(Objective):
             self._build(ctx)
         free = ctx.free_run().unsqueeze(0)  # (1, T)
         h_free = ctx.prompt.teacher_forced(free, hidden=True).hidden  # (1, T, d), grad to the prompt
-        h_tf = ctx.tf.hidden
-        for _ in range(self.d_steps):
-            d_tf, d_free = self.disc(h_tf.detach()), self.disc(h_free.detach())
-            d_loss = F.softplus(-d_tf).mean() + F.softplus(d_free).mean()
-            self.opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.opt.step()
-        for p in self.disc.parameters():
-            p.requires_grad_(False)
-        try:
-            g_loss = F.softplus(-self.disc(h_free)).mean()
-        finally:
-            for p in self.disc.parameters():
-                p.requires_grad_(True)
-        with torch.no_grad():
-            acc = 0.5 * (float((self.disc(h_tf) > 0).float().mean()) + float((self.disc(h_free) <= 0).float().mean()))
-        return g_loss, {"pf_d_loss": float(d_loss.detach()), "pf_d_acc": acc}
+        g_loss, d_loss, acc = self._step(self.disc, self.opt, ctx.tf.hidden, h_free)
+        return g_loss, {"pf_d_loss": d_loss, "pf_d_acc": acc}
+
+    def batch_loss(self, ctx):
+        """Per row as :meth:`loss`: the free runs and their hidden states for all rows at once, then each
+        row's own discriminator (seeded from its ``sample_generators[g]``) on its unpadded states."""
+        if ctx.tf.hidden is None:
+            raise ValueError("professor forcing needs the teacher-forced hidden states (needs_hidden=True)")
+        if ctx.sample_generators is None:
+            raise ValueError("batched professor forcing needs BatchContext.sample_generators (one per row)")
+        h_free = ctx.prompt.teacher_forced(ctx.free_run(), hidden=True).hidden  # (G, T, d)
+        losses, d_losses, accs = [], [], []
+        for g, (L, row) in enumerate(zip(ctx.lengths.tolist(), ctx.rows.tolist())):
+            if row not in self._discs:
+                self._discs[row] = self._new(ctx.prompt.lm.d_model, ctx.prompt.device, ctx.sample_generators[g])
+            g_loss, d_loss, acc = self._step(*self._discs[row], ctx.tf.hidden[g:g + 1, :L], h_free[g:g + 1, :L],
+                                             accuracy=ctx.log)
+            losses.append(g_loss)
+            d_losses.append(d_loss)
+            accs.append(acc)
+        return torch.stack(losses), {"pf_d_loss": sum(d_losses) / len(losses), "pf_d_acc": sum(accs) / len(accs)}
 
     def __repr__(self) -> str:
         return f"ProfessorForcing(hidden={self.hidden}, lr={self.lr}, d_steps={self.d_steps})"
@@ -433,6 +662,10 @@ class Combination(Objective):
                              for t in self.terms)
         self.needs_hidden = any(t.objective.needs_hidden for t in self.terms)
 
+    @property
+    def batchable(self) -> bool:
+        return all(t.objective.batchable for t in self.terms)
+
     def reset(self):
         for t in self.terms:
             t.objective.reset()
@@ -448,6 +681,20 @@ class Combination(Objective):
             metrics.update(m)
             total = f * value if total is None else total + f * value
         return (total if total is not None else _zero(ctx)), metrics
+
+    def batch_loss(self, ctx):
+        if not self.batchable:
+            return super().batch_loss(ctx)
+        total, metrics = None, {}
+        for t in self.terms:
+            f = t.factor(ctx.progress)
+            if f == 0.0:
+                continue
+            value, m = t.objective.batch_loss(ctx)
+            metrics[f"loss_{t.objective.name}"] = float(value.detach().mean())
+            metrics.update(m)
+            total = f * value if total is None else total + f * value
+        return (total if total is not None else ctx.tf.logits.sum((1, 2)) * 0.0), metrics
 
     def __repr__(self) -> str:
         return f"Combination({self.name!r})"

@@ -41,6 +41,11 @@ INITS = ("random", "text", "mean")
 REDUCTIONS = ("mean", "sum", "none")
 
 
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """Scores in at least float32 (float64 stays float64), for losses and probabilities."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 @dataclass
 class TFPass:
     """One teacher-forced pass: ``logits (B, T, V)`` (row t scores x_t) and, if asked, the LM's last
@@ -149,7 +154,7 @@ class SoftPrompt(nn.Module):
             raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
         x = self._check_ids(x)
         logits = self.forward(x, context)
-        per_token = F.cross_entropy(logits.float().transpose(1, 2), x, reduction="none")  # (B, T)
+        per_token = F.cross_entropy(upcast(logits).transpose(1, 2), x, reduction="none")  # (B, T)
         if loss_mask is not None:
             mask = loss_mask.to(per_token.device, per_token.dtype)
             if mask.shape != per_token.shape:
@@ -167,7 +172,7 @@ class SoftPrompt(nn.Module):
         """A token for every position of ``x (B, T)`` from p(. | prompt, x_<t), one pass, no grad."""
         if labels is not None:
             raise ValueError("a soft-prompted LM is unconditional; pass labels=None")
-        logits = self.forward(x).float()
+        logits = upcast(self.forward(x))
         if mode == "argmax" or temperature == 0:
             return logits.argmax(-1)
         if mode != "sample":
@@ -253,3 +258,54 @@ class SoftPrompt(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_virtual={self.n_virtual}, d_model={self.lm.d_model}, init={self.init!r}, lm={self.lm.name}"
+
+
+class PromptRows(SoftPrompt):
+    """B soft prompts at once: row b of every input is prefixed by ``vectors[b]`` (``(B, n, d)``).
+
+    What: the same prompted LM as :class:`SoftPrompt` (teacher-forced passes, ``loss``,
+    ``predict_parallel``, ``prefill`` / ``step`` for cached decoding), except that each batch row has
+    its own prompt, so B prompts share one LM pass. ``vectors`` is usually rows of a larger tensor
+    (``P[active]``): gradients flow back to it. Every pass takes exactly B rows.
+
+    Why: a frozen LM makes B fits independent but for their inputs; one batched forward and backward
+    per step costs far less than B (:func:`latentar.softprompt.fit.fit_soft_prompts`). Rows do not
+    see each other (causal attention per row), so right-padded targets of different lengths are exact
+    on the positions before their padding.
+    """
+
+    def __init__(self, vectors: torch.Tensor, frozen_lm: Any):
+        nn.Module.__init__(self)
+        if vectors.dim() != 3 or vectors.shape[0] < 1 or vectors.shape[1] < 1:
+            raise ValueError(f"expected prompt vectors (B, n, d) with B, n >= 1, got {tuple(vectors.shape)}")
+        self.lm = as_frozen_lm(frozen_lm)
+        if vectors.shape[2] != self.lm.d_model:
+            raise ValueError(f"prompt vectors have d={vectors.shape[2]}, the LM d_model={self.lm.d_model}")
+        self.n_virtual, self.init = int(vectors.shape[1]), "rows"
+        self.config = {"n_virtual": self.n_virtual, "rows": int(vectors.shape[0]), "d_model": self.lm.d_model,
+                       "lm": self.lm.name}
+        self.embeddings = vectors  # a plain tensor (B, n, d), not a parameter of this view
+
+    @property
+    def rows(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    def prefix(self, batch_size: int) -> torch.Tensor:
+        """``[p_b, s]`` for every row b as ``(B, n + 1, d)``; ``batch_size`` must be B."""
+        if batch_size != self.rows:
+            raise ValueError(f"these {self.rows} prompts prefix batches of exactly {self.rows} rows, got {batch_size}")
+        p = self.embeddings
+        return torch.cat([p, self.lm.start(batch_size).to(p.dtype)], dim=1)
+
+    def select(self, idx: torch.Tensor) -> "PromptRows":
+        """The prompts of rows ``idx`` (with the graph: gradients reach the same tensor)."""
+        return PromptRows(self.embeddings[idx], self.lm)
+
+    def save(self, path):
+        raise TypeError("PromptRows is a view of B prompts; save each fitted SoftPrompt instead")
+
+    def fit(self, target, objective: Any = "ce", **kw):
+        raise TypeError("PromptRows is a view; fit SoftPrompts with latentar.softprompt.fit.fit_soft_prompts")
+
+    def extra_repr(self) -> str:
+        return f"rows={self.rows}, n_virtual={self.n_virtual}, d_model={self.lm.d_model}, lm={self.lm.name}"
