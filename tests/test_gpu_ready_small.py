@@ -22,7 +22,7 @@ from latentar.diffusion.sampling import SAMPLERS, check_generator, reverse_diffu
 from latentar.tokenizers import AE, VAE, SigmaVAE
 from latentar.train.ema import EMA
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+cuda = pytest.mark.cuda  # skipped without a CUDA device (tests/conftest.py)
 HOST_READS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist")
 IMAGE = dict(modality="image", in_channels=1, latent_dim=4, channels=(8, 16), strides=(2, 1))
 AUDIO = dict(modality="audio", in_channels=1, latent_dim=4, channels=(8, 16), strides=(4, 4), sample_rate=16000,
