@@ -8,7 +8,7 @@ import pytest
 
 from latentar import cli
 from latentar.softprompt import bench
-from latentar.sweeps import variance
+from latentar.sweeps import discrete, variance
 from latentar.train.trainer import Trainer
 
 
@@ -124,3 +124,14 @@ def test_softprompt_bench_keys_cells_by_max_steps(fits, tmp_path):
     out = tmp_path / "sp"
     check_rerun_keys(fits, out, cmd + ["--max-steps", "3"], cmd + ["--max-steps", "6"], "tf_loss")
     assert json.loads((out / "bench.json").read_text())["max_steps"] == 3   # the latest run's settings
+
+
+def test_compare_discrete_key_omits_a_later_setting_only_at_its_old_behaviour():
+    """rl_reward arrived after cells were cached: at "prefix" (what those cells ran) the key is the
+    old one, and "bleu" keys other cells."""
+    from dataclasses import asdict
+    cfg = discrete.CompareConfig.from_preset("quick")
+    old = {k: v for k, v in asdict(cfg).items() if k not in discrete.NOT_SETTINGS and k != "rl_reward"}
+    assert discrete.cell_settings(cfg) == old
+    bleu = discrete.cell_settings(discrete.CompareConfig.from_preset("quick", rl_reward="bleu"))
+    assert bleu == {**old, "rl_reward": "bleu"}

@@ -212,9 +212,16 @@ def _option(field_name: str) -> str:
 NOT_SETTINGS = ("tasks", "lengths", "strategies", "seeds", "preset", "out", "device", "progress", "ckpt_every")
 
 
+# Settings added after cells were first cached, with the default that reproduces what those cells
+# ran: at that default they are left out of the key, so the cached cells stay valid (any other value
+# keys new cells). Only a default that changes no result may be listed here.
+ADDED_WITH_OLD_BEHAVIOUR = {"rl_reward": "prefix"}
+
+
 def cell_settings(cfg: CompareConfig) -> dict[str, Any]:
     """What changes a cell's result besides its (task, strategy, len, seed): the rest of the config."""
-    return {k: v for k, v in asdict(cfg).items() if k not in NOT_SETTINGS}
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in NOT_SETTINGS and not (k in ADDED_WITH_OLD_BEHAVIOUR and ADDED_WITH_OLD_BEHAVIOUR[k] == v)}
 
 
 def ss_ramp(progress: float, p_max: float) -> float:
