@@ -177,7 +177,7 @@ def fit_soft_prompts(prompts: Sequence[SoftPrompt], targets: Sequence[Any], obje
     vectors; ``targets``: B texts or id sequences, of any lengths (right-padded, the padding masked);
     ``objective``: one spec for every row, or ``objectives``: one per row (rows sharing a spec are
     one group; each group's objective scores its rows at once). Objectives that do not batch
-    (``Objective.batchable`` False: none of the built-in ones; an Objective subclass without
+    (``Objective.batchable`` False: none of the built-in ones; an Objective subclass that does not override
     ``batch_loss``) are fitted one row at a time by :func:`fit_soft_prompt` (their results say
     ``batch=1``). ``seeds``: one, or one per row.
     """

@@ -201,22 +201,27 @@ class BatchContext:
 class Objective(ABC):
     """``loss(ctx) -> (scalar loss, metrics)``; ``reset()`` clears per-target state before a fit.
 
-    Objectives with ``batchable`` True also implement ``batch_loss(BatchContext) -> (per-row losses
-    (G,), metrics)``, row g's loss being :meth:`loss` of row g's prompt and target alone.
+    An objective that overrides ``batch_loss(BatchContext) -> (per-row losses (G,), metrics)``, row
+    g's loss being :meth:`loss` of row g's prompt and target alone, is ``batchable``: fit_soft_prompts
+    fits G prompts in one step with it. One that does not is fitted one row at a time.
     """
 
     name: str = "objective"
     needs_hidden: bool = False
-    batchable: bool = False
+
+    @property
+    def batchable(self) -> bool:
+        """True when the class overrides :meth:`batch_loss` (read, not declared, so it cannot disagree)."""
+        return type(self).batch_loss is not Objective.batch_loss
 
     @abstractmethod
     def loss(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         """The objective's scalar loss at this step, and metrics to log."""
 
     def batch_loss(self, ctx: BatchContext) -> tuple[torch.Tensor, dict[str, float]]:
-        """Per-row losses ``(G,)`` of G prompts at once (``batchable`` objectives only)."""
-        raise NotImplementedError(f"objective {self.name!r} does not fit prompts in batches; "
-                                  f"fit_soft_prompts fits its rows one at a time")
+        """Per-row losses ``(G,)`` of G prompts at once; only ``batchable`` objectives have one."""
+        raise TypeError(f"objective {self.name!r} ({type(self).__name__}) has no batch_loss: it fits one "
+                        "prompt at a time (fit_soft_prompts does so for it; check .batchable before calling)")
 
     def reset(self) -> None:
         """Forget state carried between steps (baselines, discriminators); called at the start of a fit."""
@@ -233,7 +238,6 @@ class CrossEntropy(Objective):
     """Teacher-forced cross-entropy on the target."""
 
     name = "ce"
-    batchable = True
 
     def loss(self, ctx):
         return token_cross_entropy(ctx.tf.logits, ctx.x), {}
@@ -253,7 +257,6 @@ class ScheduledSamplingObjective(Objective):
     """
 
     name = "ss"
-    batchable = True
 
     def __init__(self, p_max: float = 0.5, ramp: float = 0.25, schedule: Any = None,
                  schedule_kwargs: dict | None = None, mode: str = "argmax", passes: int = 2):
@@ -323,7 +326,6 @@ class Unlikelihood(Objective):
     """
 
     name = "ul"
-    batchable = True
 
     def __init__(self, previous_context: bool = False, teacher_forced: bool = False, rollout_every: int = 4,
                  ngram: int = 2, min_prob: float = UL_MIN):
@@ -414,7 +416,6 @@ class Reinforce(Objective):
     """
 
     name = "rl"
-    batchable = True
 
     def __init__(self, num_samples: int = 4, temperature: float = 1.0, baseline: str = "greedy",
                  exact_bonus: float = 0.5, delta: int | None = None, stage_steps: int = 20, ema_decay: float = 0.9):
@@ -539,7 +540,6 @@ class ProfessorForcing(Objective):
 
     name = "pf"
     needs_hidden = True
-    batchable = True
 
     def __init__(self, hidden: int = 64, lr: float = 1e-3, d_steps: int = 1):
         if hidden < 1 or d_steps < 1 or lr <= 0:
@@ -684,7 +684,9 @@ class Combination(Objective):
 
     def batch_loss(self, ctx):
         if not self.batchable:
-            return super().batch_loss(ctx)
+            alone = [t.objective.name for t in self.terms if not t.objective.batchable]
+            raise TypeError(f"objective {self.name!r} has no batch_loss: its term(s) {alone} fit one prompt "
+                            "at a time (fit_soft_prompts does so for it; check .batchable before calling)")
         total, metrics = None, {}
         for t in self.terms:
             f = t.factor(ctx.progress)
