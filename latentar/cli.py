@@ -27,6 +27,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo", "huszar"): ("latentar.demos.huszar", "teacher forcing vs annealed SS vs context noise on a length-2 toy"),
     ("softprompt", "fit"): ("latentar.softprompt.cli", "fit a soft prompt to one text and decode it"),
     ("softprompt", "bench"): ("latentar.softprompt.cli", "exact-reconstruction rate against target length"),
+    ("report",): ("latentar.report", "write RUN_DIR/index.html: settings, tables, verdicts, plots, samples, audio"),
 }
 
 
