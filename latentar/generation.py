@@ -159,7 +159,7 @@ def sample_and_score(model, tokenizer, domain, latents: LatentSequences, num_sam
     seq = generate_latents(model, num_samples, latents.length, labels, cfg_scale, seed, sampling)
     x = decode_sequences(tokenizer.cpu(), seq, latents)
     if samples_png is not None:
-        domain.save_samples(x, samples_png, title)
+        domain.save_samples(x, samples_png, title, reconstruct=tokenizer.reconstruct)  # audio: real clip round trip
     return domain.score(x, labels)
 
 

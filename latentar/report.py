@@ -23,7 +23,7 @@ Audio convention (what a sweep writes for the page to play a sample next to its 
 ``<k>`` is any name without ``_`` (usually 0, 1, 2, ...; sorted numerically where it is a number);
 ``.flac`` and ``.ogg`` work as well as ``.wav``. Each ``k`` becomes one row of three
 ``<audio controls>`` players (a missing member shows as a dash). Generated samples written the way
-``AudioDomain.save_samples`` writes them today, ``cells/<id>/samples.<k>.wav``, are shown the same
+``AudioDomain.save_samples`` wrote them before it wrote triples, ``cells/<id>/samples.<k>.wav``, are shown the same
 way (sample only); any other audio file under a cell gets a player captioned with its path.
 
 ``write_report(run_dir)`` is the library call (each sweep can call it at its end); ``main`` is the

@@ -112,7 +112,7 @@ def run_dir(tmp_path_factory) -> Path:
     speech = out / "cells" / "c_sigma=0.5_seed=1-def"
     for role, freq in (("sample", 220), ("reference", 330), ("reconstruction", 440)):
         _wav(speech / "samples" / f"0_{role}.wav", freq)
-    _wav(speech / "samples.0.wav", 550)  # how AudioDomain.save_samples writes generated samples today
+    _wav(speech / "samples.0.wav", 550)  # how AudioDomain.save_samples wrote generated samples before the triples
     (out / "cells" / "text-cell").mkdir()
     (out / "cells" / "text-cell" / "samples.txt").write_text("--- prompt\n<i>hello</i>\n--- continuation\nworld\n")
     (out / "cells" / "empty-cell").mkdir()
@@ -199,3 +199,28 @@ def test_csv_numbers_are_shortened_but_words_and_integers_kept():
     from latentar.report import _short_number
     assert [_short_number(v) for v in ("0.30166666666666664", "1e-05", "12", "sft", "nan", "")] == \
         ["0.3017", "1e-05", "12", "sft", "nan", ""]
+
+
+def test_audio_domain_writes_the_triples_the_report_plays(tmp_path):
+    """AudioDomain.save_samples writes sample / reference / reconstruction per k, and the page shows
+    them as one row of three players."""
+    import soundfile as sf
+    import torch
+
+    from latentar.metrics.domains import AudioDomain
+    from latentar.report import render_report
+
+    dom = AudioDomain.__new__(AudioDomain)  # the corpus is not needed to write samples
+    dom.sample_rate, dom.test_x = 16000, torch.linspace(-0.5, 0.5, 3 * 2048).view(3, 1, 2048)
+    cell = tmp_path / "cells" / "c0"
+    cell.mkdir(parents=True)
+    samples = torch.zeros(5, 1, 2048)
+    dom.save_samples(samples, cell / "samples.png", "t", reconstruct=lambda x: 0.5 * x)
+    names = sorted(p.name for p in (cell / "samples").iterdir())
+    assert names == [f"{k}_{r}.wav" for k in range(3) for r in ("reconstruction", "reference", "sample")]
+    ref, sr = sf.read(cell / "samples" / "1_reference.wav", dtype="float32")
+    rec, _ = sf.read(cell / "samples" / "1_reconstruction.wav", dtype="float32")
+    assert sr == 16000 and abs(ref - dom.test_x[1, 0].numpy()).max() < 1e-4
+    assert abs(rec - 0.5 * dom.test_x[1, 0].numpy()).max() < 1e-4
+    page = render_report(tmp_path)
+    assert page.count("<audio") == 9 and "&mdash;" not in page

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,7 +48,8 @@ class ImageDomain:
             out["class_acc"] = float((clf.predict(samples) == labels.cpu()).float().mean())
         return out
 
-    def save_samples(self, samples: torch.Tensor, path: str | Path, title: str = "") -> None:
+    def save_samples(self, samples: torch.Tensor, path: str | Path, title: str = "", reconstruct=None) -> None:
+        """A 10-column grid of the first 100 samples at ``path`` (``reconstruct`` is unused: audio only)."""
         n, cols = min(len(samples), 100), 10
         rows = math.ceil(n / cols)
         fig = _figure(cols * 0.6, rows * 0.6 + 0.4)
@@ -81,16 +83,28 @@ class AudioDomain:
         from latentar.metrics.audio import mel_fd
         return {"fd": mel_fd(samples.float().cpu(), self.test_x, self.sample_rate)}
 
-    def save_samples(self, samples: torch.Tensor, path: str | Path, title: str = "") -> None:
+    def save_samples(self, samples: torch.Tensor, path: str | Path, title: str = "",
+                     reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Log-mel plots of the first 4 samples at ``path``, and beside it ``samples/<k>_sample.wav``
+        with the test clip ``<k>_reference.wav`` and, given the tokenizer's round trip
+        ``reconstruct``, ``<k>_reconstruction.wav``: the triples ``latentar report`` plays side by side."""
         import soundfile as sf
         from latentar.metrics.audio import log_mel
-        n = min(4, len(samples))
+        n = min(4, len(samples), len(self.test_x))
+        folder = Path(path).parent / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        refs = self.test_x[:n]
+        clips = {"sample": samples[:n], "reference": refs}
+        if reconstruct is not None:
+            with torch.no_grad():
+                clips["reconstruction"] = reconstruct(refs)
         fig = _figure(6, 1.6 * n)
         for i in range(n):
             ax = fig.add_subplot(n, 1, i + 1)
             ax.imshow(log_mel(samples[i:i + 1].float().cpu(), self.sample_rate)[0].numpy(), origin="lower", aspect="auto")
             ax.axis("off")
-            sf.write(str(Path(path).with_suffix(f".{i}.wav")), samples[i, 0].float().cpu().numpy(), self.sample_rate)
+            for role, x in clips.items():
+                sf.write(str(folder / f"{i}_{role}.wav"), x[i, 0].float().cpu().numpy(), self.sample_rate)
         fig.suptitle(title, fontsize=8)
         fig.savefig(path)
 
