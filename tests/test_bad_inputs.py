@@ -121,14 +121,14 @@ def test_saved_tokenizer_loads(saved_tok):  # the reference the broken copies be
 
 def test_config_missing_c_sigma_is_not_replaced_by_a_default(saved_tok, tmp_path):
     d = _copy(saved_tok, tmp_path / "m")
-    _edit_config(d, lambda m: {**m, "config": {k: v for k, v in m["config"].items() if k != "c_sigma"}})
+    _edit_config(d, lambda m: {k: v for k, v in m.items() if k != "c_sigma"})
     with pytest.raises(ValueError, match=r"config\.json has no value for c_sigma"):
         load_tokenizer(d)
 
 
 def test_config_without_its_config_section(saved_tok, tmp_path):
     d = _copy(saved_tok, tmp_path / "m")
-    _edit_config(d, lambda m: {"class": m["class"]})
+    _edit_config(d, lambda m: {"class": m["_class_name"]})  # the earlier layout, its 'config' lost
     with pytest.raises(ValueError, match=r"config\.json lacks .*'config' section"):
         SigmaVAE.from_pretrained(d)
 
@@ -142,23 +142,23 @@ def test_truncated_config(saved_tok, tmp_path):
 
 def test_config_with_an_unknown_argument(saved_tok, tmp_path):
     d = _copy(saved_tok, tmp_path / "m")
-    _edit_config(d, lambda m: {**m, "config": {**m["config"], "wings": 2}})
+    _edit_config(d, lambda m: {**m, "wings": 2})
     with pytest.raises(ValueError, match="wings"):
         SigmaVAE.from_pretrained(d)
 
 
 def test_truncated_safetensors_names_the_file(saved_tok, tmp_path):
     d = _copy(saved_tok, tmp_path / "m")
-    w = d / "model.safetensors"
+    w = d / "diffusion_pytorch_model.safetensors"
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
-    with pytest.raises(ValueError, match=r"model\.safetensors is corrupt or truncated"):
+    with pytest.raises(ValueError, match=r"diffusion_pytorch_model\.safetensors is corrupt or truncated"):
         SigmaVAE.from_pretrained(d)
 
 
 def test_garbage_safetensors_names_the_file(saved_tok, tmp_path):
     d = _copy(saved_tok, tmp_path / "m")
-    (d / "model.safetensors").write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(ValueError, match=r"model\.safetensors is corrupt"):
+    (d / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match=r"diffusion_pytorch_model\.safetensors is corrupt"):
         SigmaVAE.from_pretrained(d)
 
 

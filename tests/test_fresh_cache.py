@@ -37,7 +37,7 @@ def test_demo_path_from_an_empty_cache(tmp_path):
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 1 and math.isfinite(float(rows[0]["fd_cfg1"]))
     assert (out / "fd_vs_c_sigma.png").stat().st_size > 0
-    assert (cache / "digits_classifier" / "v1" / "model.safetensors").is_file()
+    assert (cache / "digits_classifier" / "v1" / "diffusion_pytorch_model.safetensors").is_file()
     assert not [p for p in (cache / "digits_classifier").iterdir() if p.name.endswith(".tmp")]
 
 

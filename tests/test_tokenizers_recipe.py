@@ -31,7 +31,7 @@ def test_recipe_writes_model_report_and_figures(name, tmp_path, monkeypatch):
     out = tmp_path / name
     run_recipe(monkeypatch, f"tokenizer={name}", "data=digits", "trainer.max_steps=4", "trainer.batch_size=16",
                "trainer.progress=false", "tokenizer.channels=[8,16]", "report.max_examples=64", f"out_dir={out}")
-    for f in ("model/config.json", "model/model.safetensors", "report.json", "tolerance.png", "reconstructions.png",
+    for f in ("model/config.json", "model/diffusion_pytorch_model.safetensors", "report.json", "tolerance.png", "reconstructions.png",
               "train/metrics.jsonl"):
         assert (out / f).is_file(), f
     report = json.loads((out / "report.json").read_text())

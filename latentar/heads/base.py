@@ -27,15 +27,15 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from latentar.pretrained import PretrainedMixin
 
 
-class Head(nn.Module, PretrainedMixin):
+class Head(PretrainedMixin):
     """Base class of GMMHead, DiffusionHead and MSEHead: shape checks and the guidance switch.
 
-    Subclasses store their constructor arguments in ``self.config`` and implement ``loss`` and
+    Subclasses decorate ``__init__`` with ``@register_to_config`` (``self.config`` = the constructor
+    arguments, diffusers' convention) and implement ``loss`` and
     ``sample`` with the signatures documented in this module's docstring.
     """
 

@@ -56,6 +56,7 @@ from latentar.diffusion.sampling import (DEFAULT_NUM_STEPS, DEFAULT_SAMPLER, PRE
                                          TIMESTEP_SPACINGS, classifier_free_guidance, make_sampling_scheduler,
                                          reverse_diffusion)
 from latentar.heads.base import Head
+from latentar.pretrained import register_to_config
 from latentar.torch_utils import draw_device
 
 # x0-prediction ("sample") is left out: a per-token head regressing x0 is not what MAR / LatentLM train.
@@ -184,6 +185,7 @@ class DiffusionHead(Head):
             abar ~ 2e-9 and a weak eps head blows up); with v-prediction "trailing" is safe.
     """
 
+    @register_to_config
     def __init__(self, dim: int, cond_dim: int, width: int | None = None, depth: int = 3,
                  num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
                  prediction_type: str = "epsilon", batch_mul: int = 4, sampler: str = DEFAULT_SAMPLER,
@@ -209,11 +211,7 @@ class DiffusionHead(Head):
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"DiffusionHead: {msg}")
-        self.config = dict(dim=dim, cond_dim=cond_dim, width=width, depth=depth,
-                           num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                           prediction_type=prediction_type, batch_mul=batch_mul, sampler=sampler,
-                           num_sampling_steps=num_sampling_steps, input_perturbation=input_perturbation,
-                           norm=norm, mlp=mlp, timestep_spacing=timestep_spacing)
+        self.register_to_config(width=width)  # resolved: None -> cond_dim
         self.num_train_timesteps = num_train_timesteps
         self.prediction_type = prediction_type
         self.batch_mul = batch_mul

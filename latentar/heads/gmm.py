@@ -54,6 +54,7 @@ from torch import nn
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from latentar.heads.base import Head
+from latentar.pretrained import register_to_config
 from latentar.torch_utils import draw_device
 
 
@@ -70,6 +71,7 @@ class GMMHead(Head):
         init_loc_std: std of the random initial component means (symmetry breaking).
     """
 
+    @register_to_config
     def __init__(self, dim: int, cond_dim: int, num_mixtures: int = 16, min_scale: float = 1e-3,
                  hidden: int | None = None, init_scale: float = 1.0, init_loc_std: float = 1.0):
         super().__init__(dim, cond_dim)
@@ -83,8 +85,6 @@ class GMMHead(Head):
             raise ValueError(f"GMMHead: hidden must be None or a positive int, got {hidden!r}")
         if not init_loc_std >= 0:
             raise ValueError(f"GMMHead: init_loc_std must be >= 0, got {init_loc_std}")
-        self.config = dict(dim=dim, cond_dim=cond_dim, num_mixtures=num_mixtures, min_scale=min_scale,
-                           hidden=hidden, init_scale=init_scale, init_loc_std=init_loc_std)
         self.num_mixtures = num_mixtures
         self.min_scale = min_scale
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from latentar.heads.base import Head
+from latentar.pretrained import register_to_config
 
 
 class MSEHead(Head):
@@ -27,11 +28,11 @@ class MSEHead(Head):
         hidden: width of one SiLU hidden layer; None for a linear map.
     """
 
+    @register_to_config
     def __init__(self, dim: int, cond_dim: int, hidden: int | None = None):
         super().__init__(dim, cond_dim)
         if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
             raise ValueError(f"MSEHead: hidden must be None or a positive int, got {hidden!r}")
-        self.config = dict(dim=dim, cond_dim=cond_dim, hidden=hidden)
         if hidden is None:
             self.net = nn.Linear(cond_dim, dim)
         else:

@@ -37,7 +37,7 @@ from latentar.data.cache import build_once, cache_dir
 from latentar.data.digits import load_digits
 from latentar.data.mnist import load_mnist
 from latentar.metrics.frechet import frechet_distance_from_features
-from latentar.pretrained import PretrainedMixin
+from latentar.pretrained import PretrainedMixin, is_saved, register_to_config
 
 # Bump when the architecture or training recipe changes: old caches are then ignored.
 VERSION = 1  # digits
@@ -48,7 +48,7 @@ MNIST_TRAIN_SETTINGS = {"epochs": 10, "batch_size": 64, "lr": 4e-3, "weight_deca
                         "shift_per_image": True}
 
 
-class ImageClassifier(nn.Module, PretrainedMixin):
+class ImageClassifier(PretrainedMixin):
     """The shared CNN. Input ``(N, 1, S, S)`` in [-1, 1]; logits ``(N, 10)``; features ``(N, feature_dim)``.
 
     Subclasses fix the input size ``S`` (``image_size``) and whether to pool after the first
@@ -59,9 +59,9 @@ class ImageClassifier(nn.Module, PretrainedMixin):
     dataset: str = "digits"
     what: str = "digit"
 
+    @register_to_config
     def __init__(self, channels: int = 32, feature_dim: int = 64, version: int = VERSION):
         super().__init__()
-        self.config = {"channels": channels, "feature_dim": feature_dim, "version": version}
         c, s = channels, self.image_size
         layers: list[nn.Module] = [nn.Conv2d(1, c, 3, padding=1), nn.ReLU()]
         if self.pool_first:
@@ -222,7 +222,7 @@ def classifier_dir(dataset: str = "digits") -> Path:
 
 
 def _complete(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    return is_saved(path)  # either layout: caches written before the diffusers format still load
 
 
 def _builder(dataset: str) -> Callable[[Path], None]:

@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from latentar.models.transformer import CausalTransformer, KVCache
-from latentar.pretrained import PretrainedMixin
+from latentar.pretrained import PretrainedMixin, register_to_config
 from latentar.torch_utils import eval_mode
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -395,7 +395,7 @@ def batch_to_tokens(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
                      f"(input, target) pair (TextCorpus) or a (B, T) id tensor")
 
 
-class CharLM(TokenLMProtocol, PretrainedMixin, nn.Module):
+class CharLM(TokenLMProtocol, PretrainedMixin):
     """Byte-level causal LM; see the module docstring for the formula and the protocol.
 
     Args:
@@ -407,14 +407,13 @@ class CharLM(TokenLMProtocol, PretrainedMixin, nn.Module):
         tie_weights: logits = h E^T with the token embedding E (else a separate linear head).
     """
 
+    @register_to_config
     def __init__(self, vocab_size: int = SEQ_TASK_VOCAB, d_model: int = 128, depth: int = 4, num_heads: int = 4,
                  max_len: int = 256, mlp_ratio: float = 4.0, dropout: float = 0.0, pos: str = "rope",
                  tie_weights: bool = True):
         super().__init__()
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
-        self.config = dict(vocab_size=vocab_size, d_model=d_model, depth=depth, num_heads=num_heads,
-                           max_len=max_len, mlp_ratio=mlp_ratio, dropout=dropout, pos=pos, tie_weights=tie_weights)
         self.vocab_size, self.max_len, self.d_model = int(vocab_size), int(max_len), int(d_model)
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.tok_emb.weight, std=0.02)

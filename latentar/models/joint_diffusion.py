@@ -37,13 +37,13 @@ from latentar.diffusion.sampling import (DEFAULT_NUM_STEPS, DEFAULT_SAMPLER, PRE
                                          classifier_free_guidance, make_sampling_scheduler, reverse_diffusion)
 from latentar.heads.base import check_guidance
 from latentar.models.transformer import CausalTransformer
-from latentar.pretrained import PretrainedMixin
+from latentar.pretrained import PretrainedMixin, register_to_config
 from latentar.torch_utils import eval_mode, latent_batch
 
 TIME_FREQ_DIM = 256  # sinusoidal timestep features before the MLP (DiT's frequency_embedding_size)
 
 
-class JointDiffusion(PretrainedMixin, nn.Module):
+class JointDiffusion(PretrainedMixin):
     """DiT-like denoiser over whole latent sequences ``(B, T, latent_dim)``.
 
     Args:
@@ -60,6 +60,7 @@ class JointDiffusion(PretrainedMixin, nn.Module):
         mlp_ratio, dropout, pos: the Transformer blocks.
     """
 
+    @register_to_config
     def __init__(self, latent_dim: int, d_model: int = 128, depth: int = 4, num_heads: int = 4, max_len: int = 64,
                  num_classes: int = 0, class_dropout: float = 0.1, num_train_timesteps: int = 1000,
                  beta_schedule: str = "squaredcos_cap_v2", prediction_type: str = "epsilon",
@@ -78,11 +79,6 @@ class JointDiffusion(PretrainedMixin, nn.Module):
             raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
         if input_perturbation < 0:
             raise ValueError(f"input_perturbation (gamma) must be >= 0, got {input_perturbation}; 0.1 is the usual value")
-        self.config = dict(latent_dim=latent_dim, d_model=d_model, depth=depth, num_heads=num_heads, max_len=max_len,
-                           num_classes=num_classes, class_dropout=class_dropout,
-                           num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                           prediction_type=prediction_type, input_perturbation=input_perturbation,
-                           timestep_spacing=timestep_spacing, mlp_ratio=mlp_ratio, dropout=dropout, pos=pos)
         self.latent_dim, self.max_len = latent_dim, max_len
         self.num_classes, self.class_dropout, self.null_class = num_classes, class_dropout, num_classes
         self.input_perturbation = input_perturbation

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from latentar.heads.base import check_guidance
 from latentar.models.transformer import CausalTransformer, KVCache, compute_dtype
-from latentar.pretrained import PretrainedMixin
+from latentar.pretrained import PretrainedMixin, register_to_config
 from latentar.torch_utils import eval_mode, latent_batch
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -44,7 +44,7 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-class LatentAR(PretrainedMixin, nn.Module):
+class LatentAR(PretrainedMixin):
     """Autoregressive model over continuous latents ``(B, T, latent_dim)``.
 
     Args:
@@ -58,6 +58,7 @@ class LatentAR(PretrainedMixin, nn.Module):
         head_kwargs: extra constructor arguments of the head (e.g. ``{"num_mixtures": 16}``).
     """
 
+    @register_to_config
     def __init__(self, latent_dim: int, head: str = "gmm", d_model: int = 128, depth: int = 4, num_heads: int = 4,
                  max_len: int = 64, num_classes: int = 0, class_dropout: float = 0.1,
                  head_kwargs: Mapping[str, Any] | None = None, mlp_ratio: float = 4.0, dropout: float = 0.0,
@@ -77,9 +78,7 @@ class LatentAR(PretrainedMixin, nn.Module):
         for reserved in ("dim", "cond_dim"):
             if reserved in head_kwargs:
                 raise ValueError(f"head_kwargs may not set {reserved!r}: LatentAR sets it from latent_dim / d_model")
-        self.config = dict(latent_dim=latent_dim, head=head, d_model=d_model, depth=depth, num_heads=num_heads,
-                           max_len=max_len, num_classes=num_classes, class_dropout=class_dropout,
-                           head_kwargs=head_kwargs, mlp_ratio=mlp_ratio, dropout=dropout, pos=pos)
+        self.register_to_config(head_kwargs=head_kwargs)  # None -> {}
         self.latent_dim, self.max_len = latent_dim, max_len
         self.num_classes, self.class_dropout = num_classes, class_dropout
         self.null_class = num_classes  # index of the unconditional row (only when num_classes > 0)

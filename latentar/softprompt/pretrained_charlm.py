@@ -20,6 +20,7 @@ import torch
 from latentar.data.cache import build_once, building_context, cache_dir
 from latentar.data.text import TextCorpus
 from latentar.models.char_lm import CharLM
+from latentar.pretrained import is_saved
 from latentar.train import Trainer
 
 # preset -> (model arguments, training arguments)
@@ -38,10 +39,11 @@ def _key(preset: str) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-def text_charlm(preset: str = "small", cache: bool = True, refresh: bool = False, progress: bool = False,
+def text_charlm(preset: str = "small", cache: bool = True, refresh: bool = False, progress: bool = True,
                 seed: int = 0) -> CharLM:
     """The pretrained CharLM of ``preset`` ("test": seconds to train; "small": the benchmark's LM), in
-    eval mode on the CPU; trained with the shared Trainer on first use and cached."""
+    eval mode on the CPU; trained with the shared Trainer on first use and cached. ``progress``: the
+    first use's training bar on stderr (minutes for "small"; inside a sweep cell only with ``--verbose``)."""
     if preset not in TEXT_CHARLM_PRESETS:
         raise ValueError(f"unknown CharLM preset {preset!r}; expected one of {sorted(TEXT_CHARLM_PRESETS)}")
     path = cache_dir("softprompt") / f"charlm-{preset}-{_key(preset)}"
@@ -51,7 +53,7 @@ def text_charlm(preset: str = "small", cache: bool = True, refresh: bool = False
         with building_context():
             return _train_text_charlm(preset, progress, seed)
     build_once(path, lambda tmp: _train_text_charlm(preset, progress, seed).save_pretrained(tmp),
-               ready=lambda p: (p / "model.safetensors").is_file() and (p / "config.json").is_file())
+               ready=is_saved)  # either layout: a CharLM cached before the diffusers format still loads
     return CharLM.from_pretrained(path).eval()
 
 
@@ -63,6 +65,6 @@ def _train_text_charlm(preset: str, progress: bool, seed: int) -> CharLM:
     torch.manual_seed(seed)
     model = CharLM(vocab_size=256, **model_kw)
     trainer = Trainer(**train_kw, warmup_steps=50, weight_decay=0.01, device="cpu", progress=progress,
-                      log_every=50, seed=seed, handle_signals=False, desc=f"CharLM {preset}")
+                      log_every=50, seed=seed, handle_signals=False, desc=f"pretraining CharLM {preset} (once; cached)")
     trainer.fit(model, data)
     return model.eval()

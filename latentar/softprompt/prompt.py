@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentar.pretrained import CONFIG_NAME, PretrainedMixin, register_to_config
 from latentar.softprompt.backend import FrozenLM, as_frozen_lm
 
 INITS = ("random", "text", "mean")
@@ -226,23 +227,32 @@ class SoftPrompt(nn.Module):
         return self.lm.decode(ids)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """``prompt.safetensors`` (the vectors) + ``prompt.json`` (the config) in folder ``path``."""
-        from safetensors.torch import save_file
+        """Save the vectors in diffusers' layout (a :class:`SoftPromptWeights`: ``config.json`` +
+        ``diffusion_pytorch_model.safetensors``) in folder ``path``; the frozen LM is not saved."""
+        cfg = self.config
+        weights = SoftPromptWeights(n_virtual=self.n_virtual, d_model=int(cfg["d_model"]), lm=str(cfg["lm"]),
+                                    init=cfg["init"], init_text=cfg["init_text"], seed=cfg["seed"])
+        weights.embeddings = nn.Parameter(self.embeddings.detach().cpu().clone(), requires_grad=False)
+        return weights.save_pretrained(path)
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({"embeddings": self.embeddings.detach().cpu().contiguous()}, str(path / "prompt.safetensors"))
-        (path / "prompt.json").write_text(json.dumps(self.config, indent=2))
-        return path
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Alias of :meth:`save` (diffusers' name)."""
+        return self.save(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, frozen_lm: Any) -> "SoftPrompt":
-        from safetensors.torch import load_file
-
+        """The prompt saved in ``path`` on ``frozen_lm``, which must have the width it was fitted on
+        (folders of the earlier ``prompt.json`` + ``prompt.safetensors`` layout load too)."""
         path = Path(path)
-        cfg = json.loads((path / "prompt.json").read_text())
+        if (path / "prompt.json").is_file() and not (path / CONFIG_NAME).is_file():
+            from safetensors.torch import load_file
+
+            cfg = json.loads((path / "prompt.json").read_text())
+            vec = load_file(str(path / "prompt.safetensors"))["embeddings"]
+        else:
+            weights = SoftPromptWeights.from_pretrained(path)
+            cfg, vec = dict(weights.config), weights.embeddings.detach()
         prompt = cls(cfg["n_virtual"], frozen_lm, init="mean")
-        vec = load_file(str(path / "prompt.safetensors"))["embeddings"]
         if vec.shape != prompt.embeddings.shape:
             raise ValueError(f"{path} holds a prompt of shape {tuple(vec.shape)}, but this LM needs "
                              f"{tuple(prompt.embeddings.shape)}; load it with the LM it was fitted on")
@@ -251,6 +261,11 @@ class SoftPrompt(nn.Module):
         prompt.config.update({k: cfg[k] for k in ("init", "init_text", "seed") if k in cfg})
         return prompt
 
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, frozen_lm: Any) -> "SoftPrompt":
+        """Alias of :meth:`load` (diffusers' name)."""
+        return cls.load(path, frozen_lm)
+
     def fit(self, target, objective: Any = "ce", **kw):
         """Fit this prompt to one target (text or ids); see :func:`latentar.softprompt.fit.fit_soft_prompt`."""
         from latentar.softprompt.fit import fit_soft_prompt
@@ -258,6 +273,20 @@ class SoftPrompt(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_virtual={self.n_virtual}, d_model={self.lm.d_model}, init={self.init!r}, lm={self.lm.name}"
+
+
+class SoftPromptWeights(PretrainedMixin):
+    """What a saved :class:`SoftPrompt` holds: ``embeddings (n_virtual, d_model)`` and how they were
+    made (the LM's name, the init). A diffusers model, so saving and loading share every check of
+    ``latentar.pretrained``; :meth:`SoftPrompt.load` then checks the vectors against the frozen LM."""
+
+    @register_to_config
+    def __init__(self, n_virtual: int, d_model: int, lm: str = "", init: str = "random",
+                 init_text: str | None = None, seed: int = 0):
+        super().__init__()
+        if min(int(n_virtual), int(d_model)) < 1:
+            raise ValueError(f"n_virtual and d_model must be >= 1, got {n_virtual}, {d_model}")
+        self.embeddings = nn.Parameter(torch.zeros(int(n_virtual), int(d_model)), requires_grad=False)
 
 
 class PromptRows(SoftPrompt):

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from latentar.pretrained import register_to_config
 from latentar.tokenizers.base import LatentTokenizer
 
 
 class AE(LatentTokenizer):
     """Deterministic autoencoder; arguments as ``LatentTokenizer`` (``beta`` weights mean(mu^2), default 0)."""
 
+    ignore_for_config = ["sample_for_training"]  # fixed False here, not an argument of AE
+
+    @register_to_config
     def __init__(self, modality: str = "image", in_channels: int = 1, latent_dim: int = 4, beta: float = 0.0, *,
                  channels: Sequence[int] | None = None, strides: Sequence[int] | None = None,
                  res_blocks: int = 1, causal: bool = False, sample_rate: int = 24000,
@@ -27,4 +31,3 @@ class AE(LatentTokenizer):
         super().__init__(modality, in_channels, latent_dim, channels=channels, strides=strides,
                          res_blocks=res_blocks, causal=causal, sample_rate=sample_rate, recon_loss=recon_loss,
                          mel_weight=mel_weight, mel_n_ffts=mel_n_ffts, beta=beta, sample_for_training=False)
-        del self.config["sample_for_training"]

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentar.pretrained import CONFIG_NAME, PretrainedMixin
+from latentar.pretrained import PretrainedMixin, register_to_config, saved_config
 from latentar.tokenizers.audio_net import AudioDecoder, AudioEncoder, hop_length
 from latentar.tokenizers.image_net import ImageDecoder, ImageEncoder
 from latentar.tokenizers.losses import MultiResolutionMelLoss, pointwise_loss
@@ -54,7 +54,7 @@ NETWORK_PRESETS: dict[str, dict[str, tuple[int, ...]]] = {
 DEFAULT_RECON = {"image": "mse", "audio": "l1"}
 
 
-class LatentTokenizer(nn.Module, PretrainedMixin):
+class LatentTokenizer(PretrainedMixin):
     """Base class; use ``SigmaVAE``, ``VAE`` or ``AE``.
 
     Args:
@@ -76,6 +76,7 @@ class LatentTokenizer(nn.Module, PretrainedMixin):
 
     stats_per_latent: int = 1
 
+    @register_to_config
     def __init__(self, modality: str = "image", in_channels: int = 1, latent_dim: int = 4, *,
                  channels: Sequence[int] | None = None, strides: Sequence[int] | None = None,
                  res_blocks: int = 1, causal: bool = False, sample_rate: int = 24000,
@@ -102,12 +103,13 @@ class LatentTokenizer(nn.Module, PretrainedMixin):
         self.hop = hop_length(strides)
         self.beta, self.recon_loss, self.mel_weight = float(beta), recon_loss, float(mel_weight)
         self.sample_for_training = bool(sample_for_training)
-        self.config: dict[str, Any] = dict(
+        resolved = dict(  # the config records resolved values (presets, default loss), not the Nones given
             modality=modality, in_channels=self.in_channels, latent_dim=self.latent_dim, channels=channels,
             strides=strides, res_blocks=int(res_blocks), causal=bool(causal), sample_rate=int(sample_rate),
             recon_loss=recon_loss, mel_weight=self.mel_weight, mel_n_ffts=[int(n) for n in mel_n_ffts],
             beta=self.beta, sample_for_training=self.sample_for_training,
         )
+        self.register_to_config(**{k: v for k, v in resolved.items() if k not in self.ignore_for_config})
         out = self.stats_per_latent * self.latent_dim
         if modality == "image":
             self.encoder = ImageEncoder(self.in_channels, out, channels, strides, res_blocks)
@@ -373,19 +375,19 @@ class LatentTokenizer(nn.Module, PretrainedMixin):
 
     # -- save / load ------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides):
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device | None = None, **kwargs):
         """Load a directory written by ``save_pretrained``; a checkpoint whose architecture or latent
-        size differs from the requested one (``overrides``) fails with a message naming both."""
+        size differs from the requested one (constructor arguments in ``kwargs``) fails with a
+        message naming both."""
         try:
-            return super().from_pretrained(path, map_location=map_location, **overrides)
+            return super().from_pretrained(path, map_location=map_location, **kwargs)
         except ValueError as e:
             if "incompatible" not in str(e):
                 raise
-            import json
             from pathlib import Path
 
-            saved = json.loads((Path(path) / CONFIG_NAME).read_text()).get("config", {})
-            diff = {k: (saved.get(k), v) for k, v in overrides.items() if saved.get(k) != v}
+            saved = saved_config(Path(path) / kwargs["subfolder"] if kwargs.get("subfolder") else path)
+            diff = {k: (saved.get(k), v) for k, v in kwargs.items() if k in saved and saved.get(k) != v}
             detail = "; ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"{cls.__name__}.from_pretrained({str(path)!r}): the checkpoint was trained with a "
                              f"different architecture or latent size ({detail or 'see below'}); drop the "

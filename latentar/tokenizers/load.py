@@ -1,8 +1,9 @@
 """load_tokenizer: rebuild a saved tokenizer without knowing its class.
 
-``save_pretrained`` (``latentar.pretrained.PretrainedMixin``) writes ``config.json`` =
-``{"class": <class name>, "config": {constructor arguments}}`` beside ``model.safetensors``.
-``load_tokenizer`` reads that class name, finds it among ``TOKENIZERS`` (SigmaVAE, VAE, AE) and
+``save_pretrained`` (``latentar.pretrained.PretrainedMixin``, diffusers' layout) writes ``config.json``
+(the constructor arguments and ``_class_name``) beside ``diffusion_pytorch_model.safetensors``.
+``load_tokenizer`` reads that class name (``saved_class_name``, which also reads the earlier
+``{"class", "config"}`` layout), finds it among ``TOKENIZERS`` (SigmaVAE, VAE, AE) and
 calls the class's own ``from_pretrained``, so a recipe or sweep takes "a tokenizer directory"
 rather than one option per tokenizer kind.
 
@@ -11,13 +12,12 @@ rather than one option per tokenizer kind.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
-from latentar.pretrained import CONFIG_NAME
+from latentar.pretrained import CONFIG_NAME, saved_class_name
 from latentar.tokenizers.ae import AE
 from latentar.tokenizers.sigma_vae import SigmaVAE
 from latentar.tokenizers.vae import VAE
@@ -36,7 +36,7 @@ def load_tokenizer(path: str | os.PathLike, device: str | torch.device = "cpu"):
     if not config.is_file():
         raise FileNotFoundError(f"load_tokenizer: no {CONFIG_NAME} in {path}; pass a directory written by a "
                                 "tokenizer's save_pretrained (SigmaVAE, VAE or AE)")
-    name = json.loads(config.read_text()).get("class")
+    name = saved_class_name(path)
     classes = {cls.__name__: cls for cls in TOKENIZERS.values()}
     if name not in classes:
         raise ValueError(f"load_tokenizer: {path} holds a {name!r}, not a tokenizer (one of {sorted(classes)}); "

@@ -3,7 +3,7 @@
     report = fit_tokenizer(SigmaVAE(...), DigitsDataset("train"), Trainer(max_steps=2000),
                            eval_data=DigitsDataset("test"), out_dir="runs/tok")
 
-Writes into ``out_dir``: ``model/`` (``save_pretrained``: config.json + model.safetensors, with the
+Writes into ``out_dir``: ``model/`` (``save_pretrained``: config.json + diffusion_pytorch_model.safetensors, with the
 latent scale), ``report.json`` (``latent_report``), ``tolerance.png`` and ``reconstructions.png``
 (images) or ``spectrograms.png`` (audio). The Trainer's own checkpoint and ``metrics.jsonl`` go
 wherever its ``out_dir`` points (the recipe uses ``<out_dir>/train``).

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import torch
 
+from latentar.pretrained import register_to_config
 from latentar.tokenizers.base import LatentTokenizer
 
 SIGMA_TO_STD = 1.0 / 0.8  # s ~ N(0, (C_sigma * SIGMA_TO_STD)^2)
@@ -42,6 +43,7 @@ class SigmaVAE(LatentTokenizer):
         beta: weight of ``mean(mu^2)`` (default 1e-2, LatentLM's).
     """
 
+    @register_to_config
     def __init__(self, modality: str = "image", in_channels: int = 1, latent_dim: int = 4, c_sigma: float = 0.5,
                  beta: float = 1e-2, sample_for_training: bool = True, *,
                  channels: Sequence[int] | None = None, strides: Sequence[int] | None = None,
@@ -55,7 +57,7 @@ class SigmaVAE(LatentTokenizer):
         if not (math.isfinite(c_sigma) and c_sigma >= 0):
             raise ValueError(f"c_sigma must be a finite number >= 0, got {c_sigma}")
         self.c_sigma = float(c_sigma)
-        self.config["c_sigma"] = self.c_sigma
+        self.register_to_config(c_sigma=self.c_sigma)
 
     @property
     def noise_std(self) -> float:

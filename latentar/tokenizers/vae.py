@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from latentar.pretrained import register_to_config
 from latentar.tokenizers.base import LatentTokenizer
 
 
@@ -26,6 +27,7 @@ class VAE(LatentTokenizer):
 
     stats_per_latent = 2
 
+    @register_to_config
     def __init__(self, modality: str = "image", in_channels: int = 1, latent_dim: int = 4, beta: float = 1e-3,
                  sample_for_training: bool = True, *, channels: Sequence[int] | None = None,
                  strides: Sequence[int] | None = None, res_blocks: int = 1, causal: bool = False,
