@@ -167,10 +167,12 @@ def test_launch_options_validate_and_default():
     from latentar.cliargs import ArgumentParser, UsageError
 
     p = add_launch_args(ArgumentParser())
-    assert launch_options(p.parse_args([])) == {"workers": None, "launcher": "local", "submitit": {}}
+    assert launch_options(p.parse_args([])) == {"workers": None, "launcher": "local", "submitit": {},
+                                                "verbose": False, "wandb": None}
     assert launch_options(p.parse_args(["--workers", "3"]))["workers"] == 3
     assert launch_options(p.parse_args(["--launcher", "submitit", "--slurm-time", "30", "--slurm-partition", "gpu"])) \
-        == {"workers": None, "launcher": "submitit", "submitit": {"timeout_min": 30, "slurm_partition": "gpu"}}
+        == {"workers": None, "launcher": "submitit", "submitit": {"timeout_min": 30, "slurm_partition": "gpu"},
+            "verbose": False, "wandb": None}
     with pytest.raises(UsageError, match="--workers must be an integer >= 1"):
         launch_options(p.parse_args(["--workers", "0"]))
     with pytest.raises(UsageError, match="need --launcher submitit"):

@@ -275,7 +275,7 @@ def document_start_id(tokenizer: Any) -> int | None:
 
 
 def load_frozen_lm(name: str | os.PathLike = "smollm2", device: str | torch.device = "cpu",
-                   charlm_preset: str = "small", start_id: int | None = None) -> FrozenLM:
+                   charlm_preset: str = "small", start_id: int | None = None, progress: bool = True) -> FrozenLM:
     """``"smollm2"``, ``"charlm"`` or a local transformers folder -> a frozen :class:`FrozenLM`.
 
     ``start_id``: the token after the prompt and before the target for HF models. Default for
@@ -283,11 +283,12 @@ def load_frozen_lm(name: str | os.PathLike = "smollm2", device: str | torch.devi
     ``<|im_start|>``, after which the chat model expects a role name; for other models the BOS. (One
     4-vector fit of "import os, sys\n" took 47 steps after ``<|endoftext|>`` and did not finish in 300
     after ``<|im_start|>``.) Missing packages raise an ImportError that says what to install.
+    ``progress``: the bar of the CharLM's one-time pretraining (``--quiet`` turns it off).
     """
     key = str(name)
     if key == "charlm":
         from latentar.softprompt.pretrained_charlm import text_charlm
-        return CharLMBackend(text_charlm(charlm_preset).to(device))
+        return CharLMBackend(text_charlm(charlm_preset, progress=progress).to(device))
     try:
         from latentar.models.hf_adapter import HFCausalLM
     except ImportError as e:  # the adapter module itself is always importable; transformers is checked below

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from latentar.softprompt.decoding import greedy, greedy_rows
 from latentar.softprompt.objectives import BatchContext, Objective, StepContext, first_wrong, make_objective
 from latentar.softprompt.prompt import PromptRows, SoftPrompt, TFPass, upcast
+from latentar.train.reporting import progress_bar
 
 
 @dataclass
@@ -91,10 +92,7 @@ def fit_soft_prompt(prompt: SoftPrompt, target: Any, objective: str | Objective 
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     output, stopped = None, "max_steps"
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=max_steps, desc=f"fit {obj.name}", leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=max_steps, desc=f"fit {obj.name}", enabled=progress)  # a sweep's --verbose decides in a cell
     prompt.train()
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -262,10 +260,7 @@ def _fit_batch(prompts: list[SoftPrompt], ids: list[torch.Tensor], groups: list[
     outputs: list[torch.Tensor | None] = [None] * B
     tf_loss, tf_acc, seconds = [float("nan")] * B, [float("nan")] * B, [0.0] * B
     history: list[list[dict[str, float]]] = [[] for _ in range(B)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=max_steps, desc=f"fit {B} prompts", leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=max_steps, desc=f"fit {B} prompts", enabled=progress)
     for step in range(max_steps + 1):
         active = (~done).nonzero().view(-1)
         if not len(active):

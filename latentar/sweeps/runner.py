@@ -28,6 +28,15 @@ Cells are independent, so they can run at once (``workers``, ``launcher``):
   where ``sbatch`` is found (``slurm_array_parallelism = workers``), else local processes; the
   output folder must be on a file system the jobs see.
 
+What a sweep shows: one bar over the cells (``desc``), with the running cells' ids (and the step of
+the Trainer fitting in each) beside it and an ETA from the cells finished in this call (cells cached
+by an earlier run count as done, not in the rate); the per-cell bars (the Trainer's, and any loop
+drawn with ``latentar.train.reporting.progress_bar``) only with ``verbose`` (``--verbose``), in this
+process and in workers alike. With ``wandb`` (``--wandb``) each cell run now is one Weights & Biases
+run: project ``--wandb-project``, group the output folder's name, name the cell id, config the
+cell's parameters and settings; it gets the Trainer's logged scalars and the cell's result row.
+Neither changes a result, so neither keys the cells. See ``latentar.train.reporting``.
+
 Each cell seeds itself, so results do not depend on the launcher or on which cells run together
 (bit for bit when the serial run also uses one thread, e.g. ``OMP_NUM_THREADS=1``). Ctrl-C or
 SIGTERM stops the workers (a Trainer saves its checkpoint first), keeps every finished cell, and
@@ -52,19 +61,33 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from latentar.cliargs import UsageError, parse_list, positive_int  # noqa: F401  (parse_list re-exported)
-from latentar.train.checkpoint import atomic_write_text
-from latentar.metrics.plots import markdown_table, write_table  # noqa: F401  (re-exported for sweeps)
+
+# No torch at import: the sweep commands' parsers import this module (add_launch_args). So
+# latentar.train (checkpoint, reporting) loads on first use, and markdown_table / write_table,
+# re-exported for the sweeps from latentar.metrics.plots, through the module __getattr__ below.
 
 RESULT_NAME = "result.json"
 SETTINGS_NAME = "settings.json"
 LAUNCHERS = ("local", "submitit")
 STOP_TIMEOUT_S = 60.0   # after Ctrl-C: how long workers get to finish their step and checkpoint
+TICK_S = 1.0            # the sweep bar's refresh period on a terminal (its clock moves during long cells)
+TICK_S_NOT_TTY = 30.0   # ... and into a file or pipe, where every refresh is one more line
+WANDB_PROJECT = "latentar"
+WANDB_MISSING = "--wandb needs the wandb package: pip install wandb"
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("markdown_table", "write_table"):
+        from latentar.metrics import plots
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def cell_id(cell: dict[str, Any]) -> str:
@@ -89,9 +112,15 @@ def cpu_cores() -> int:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> str:
+    from latentar.train.checkpoint import atomic_write_text
     text = json.dumps(obj, indent=2, default=float)  # key order kept: CSV columns stay stable
     atomic_write_text(text, path)
     return text
+
+
+def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+    write = globals().get("write_table") or __getattr__("write_table")  # a test may patch runner.write_table
+    write(path, rows)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,20 +139,41 @@ class CellInterrupted(KeyboardInterrupt):
         return type(self), (self.cell, self.step, self.checkpoint)
 
 
-def _run_cell(fn: Callable, cell: dict[str, Any], d: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """Run one cell into ``d`` and save its result; return it as read back from ``result.json``
-    (so fresh, reloaded and remote results are the same values)."""
+@dataclass(frozen=True)
+class CellOptions:
+    """How a cell reports, wherever it runs (picklable): ``verbose`` shows its own progress bars;
+    ``wandb``: ``None``, or the ``wandb.init`` options (project, group, dir) of its W&B run."""
+    verbose: bool = False
+    wandb: dict[str, Any] | None = None
+
+
+Status = Callable[[str, str], None]   # status(cell id, text): a running cell's line in the sweep's bar
+
+
+def _run_cell(fn: Callable, cell: dict[str, Any], d: Path, settings: dict[str, Any],
+              opts: CellOptions = CellOptions(), status: Status | None = None) -> dict[str, Any]:
+    """Run one cell into ``d`` (inside ``latentar.train.reporting.cell_context``: its bars, status line
+    and W&B run) and save its result; return it as read back from ``result.json`` (so fresh,
+    reloaded and remote results are the same values)."""
+    from latentar.train.reporting import cell_context, log_result
     d.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(d / SETTINGS_NAME, {"cell": cell, "settings": settings})
+    name = cell_id(cell)
+    say = None if status is None else functools.partial(status, name)
+    if say is not None:
+        say("")  # running now
     t0 = time.perf_counter()
     try:
-        result = dict(fn(cell, d))
+        with cell_context(name, opts.verbose, say, opts.wandb, config={**settings, **cell}):
+            result = dict(fn(cell, d))
+            result.setdefault("seconds", time.perf_counter() - t0)
+            row = json.loads(_write_json_atomic(d / RESULT_NAME, result))
+            log_result(row)
     except BaseException as e:
         if hasattr(e, "add_note"):
-            e.add_note(f"in sweep cell {cell_id(cell)} ({d})")
+            e.add_note(f"in sweep cell {name} ({d})")
         raise
-    result.setdefault("seconds", time.perf_counter() - t0)
-    return json.loads(_write_json_atomic(d / RESULT_NAME, result))
+    return row
 
 
 def _portable(e: BaseException, cell: dict[str, Any]) -> BaseException:
@@ -140,45 +190,53 @@ def _portable(e: BaseException, cell: dict[str, Any]) -> BaseException:
                             + "".join(traceback.format_exception(e)))
 
 
-def _run_task(fn: Callable, items: list[tuple[dict[str, Any], str]], settings: dict[str, Any]) -> list[dict[str, Any]]:
+def _run_task(fn: Callable, items: list[tuple[dict[str, Any], str]], settings: dict[str, Any],
+              opts: CellOptions = CellOptions(), status: Status | None = None) -> list[dict[str, Any]]:
     """A worker's task: one group's cells, in order; an error leaves as a picklable exception."""
     out = []
     for cell, d in items:
         try:
-            out.append(_run_cell(fn, cell, Path(d), settings))
+            out.append(_run_cell(fn, cell, Path(d), settings, opts, status))
         except BaseException as e:
             raise _portable(e, cell) from None
     return out
 
 
 _WORKER_FN: Callable | None = None
+_WORKER_STATUS: Any = None   # the queue of (pid, cell id, text) to the main process's bar, if it shows one
 
 
-def _init_worker(fn: Callable) -> None:
+def _init_worker(fn: Callable, status_queue: Any = None) -> None:
     """Worker start: one torch thread, Ctrl-C left to the main process (it stops the workers), a
-    SIGTERM if the main process dies (Linux), and the cell function, unpickled once."""
-    global _WORKER_FN
+    SIGTERM if the main process dies (Linux), the cell function, unpickled once, and the queue its
+    cells' status lines go to."""
+    global _WORKER_FN, _WORKER_STATUS
     import torch
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(Exception):
         import ctypes
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    _WORKER_FN = fn
+    _WORKER_FN, _WORKER_STATUS = fn, status_queue
 
 
-def _pool_task(items: list[tuple[dict[str, Any], str]], settings: dict[str, Any]) -> list[dict[str, Any]]:
-    return _run_task(_WORKER_FN, items, settings)
+def _queue_status(name: str, text: str) -> None:
+    _WORKER_STATUS.put((os.getpid(), name, text))
+
+
+def _pool_task(items: list[tuple[dict[str, Any], str]], settings: dict[str, Any],
+               opts: CellOptions = CellOptions()) -> list[dict[str, Any]]:
+    return _run_task(_WORKER_FN, items, settings, opts, _queue_status if _WORKER_STATUS is not None else None)
 
 
 def _submitit_task(fn: Callable, items: list[tuple[dict[str, Any], str]], settings: dict[str, Any],
-                   parent_pid: int) -> tuple[str, Any]:
+                   parent_pid: int, opts: CellOptions = CellOptions()) -> tuple[str, Any]:
     """A submitit job: ("ok", results) or ("error", exception), so the exception comes back as raised."""
     if os.getpid() != parent_pid:  # a job process, not submitit's in-process debug mode
         import torch
         torch.set_num_threads(1)
     try:
-        return "ok", _run_task(fn, items, settings)
+        return "ok", _run_task(fn, items, settings, opts)
     except BaseException as e:  # noqa: BLE001 - returned, raised again by the main process
         return "error", e
 
@@ -207,6 +265,91 @@ def _module_of(fn: Callable) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------
+# The sweep's bar
+# --------------------------------------------------------------------------------------------------
+class _SweepBar:
+    """The sweep's one bar: cells finished of all (those an earlier run finished count from the start,
+    so the rate and the ETA are those of the cells run now), and as its postfix the running cells'
+    ids, each with its status line (the step of the Trainer fitting in it). A thread refreshes it
+    every TICK_S (TICK_S_NOT_TTY into a file), so its clock moves during long cells, and reads the
+    status lines of worker processes from ``queue`` (``(pid, cell id, text)``) when one is set."""
+
+    def __init__(self, total: int, done: int, desc: str, enabled: bool):
+        self.enabled = enabled
+        self.bar = tqdm(total=total, initial=done, desc=desc, disable=not enabled, dynamic_ncols=True,
+                        unit="cell", smoothing=0)
+        self.running: dict[Any, tuple[str, str]] = {}  # who (0, or a worker's pid) -> (cell id, status)
+        self.note = ""                                    # shown while no cell reports, e.g. "4 workers"
+        self.finished: set[str] = set()                   # a worker's late status line must not revive its cell
+        self.queue: Any = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if enabled:
+            tty = False
+            with contextlib.suppress(Exception):
+                tty = bool(self.bar.fp.isatty())
+            self._thread = threading.Thread(target=self._tick, args=(TICK_S if tty else TICK_S_NOT_TTY,),
+                                            name="sweep-bar", daemon=True)
+            self._thread.start()
+
+    def _postfix(self) -> str:
+        parts = [name[:60] + (f" [{text}]" if text else "") for name, text in self.running.values()]
+        if not parts:
+            return self.note
+        return (f"{len(parts)} running: " if len(parts) > 1 else "") + "; ".join(parts)
+
+    def status(self, who: Any, name: str, text: str) -> None:
+        """Cell ``name`` runs in ``who`` and reports ``text``; shown at once when a cell starts, else at the next tick."""
+        with self._lock:
+            if name in self.finished:
+                return
+            new = self.running.get(who, (None,))[0] != name
+            self.running[who] = (name, text)
+            self.note = ""  # e.g. "4 workers starting": they have
+            self.bar.set_postfix_str(self._postfix(), refresh=new)
+
+    def set_note(self, note: str) -> None:
+        with self._lock:
+            self.note = note
+            self.bar.set_postfix_str(self._postfix())
+
+    def reporter(self) -> Status | None:
+        """The status function of cells run in this process (``None`` when the bar is off)."""
+        return functools.partial(self.status, 0) if self.enabled else None
+
+    def done(self, names: Sequence[str], n: int) -> None:
+        with self._lock:
+            self.finished.update(names)
+            self.running = {k: v for k, v in self.running.items() if v[0] not in self.finished}
+            self.bar.set_postfix_str(self._postfix(), refresh=False)
+            self.bar.update(n)
+            self.bar.refresh()
+
+    def _drain(self) -> None:
+        q = self.queue
+        with contextlib.suppress(Exception):  # the queue goes when the pool does
+            while q is not None and not q.empty():
+                self.status(*q.get())
+
+    def _tick(self, every: float) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(min(every, TICK_S)):
+            self._drain()
+            if time.monotonic() - last >= every:
+                last = time.monotonic()
+                with self._lock:
+                    self.bar.refresh()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.queue = None
+        self.bar.close()
+
+
+# --------------------------------------------------------------------------------------------------
 # The runner
 # --------------------------------------------------------------------------------------------------
 class SweepRunner:
@@ -219,11 +362,17 @@ class SweepRunner:
     ``out_dir/submitit``), ``cluster`` (default: detected; ``"local"`` / ``"debug"`` for tests) and
     any of its parameters, e.g. ``timeout_min``, ``slurm_partition``); ``start_method``: how local
     workers start (``forkserver``; ``spawn``; ``fork`` only for CPU-only, one-thread cells).
+
+    ``progress``: the sweep's one bar (cells, the running ones, ETA); ``verbose``: each cell's own
+    bars too (the Trainer's, ...; ``latentar.train.reporting.show_bars``); ``wandb``: ``True`` or a
+    dict of ``wandb.init`` options (``project``, default ``$WANDB_PROJECT`` else ``latentar``;
+    ``group``, default the output folder's name; ``dir``, default ``out_dir``) to make every cell
+    run now a W&B run with the Trainer's scalars and the result row. None of them changes a result.
     """
 
     def __init__(self, out_dir: str | os.PathLike, progress: bool = True, settings: dict[str, Any] | None = None,
                  workers: int | None = 1, launcher: str = "local", submitit: dict[str, Any] | None = None,
-                 start_method: str = "forkserver"):
+                 start_method: str = "forkserver", verbose: bool = False, wandb: bool | dict[str, Any] | None = None):
         if launcher not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
         if workers is not None:
@@ -231,12 +380,26 @@ class SweepRunner:
         if start_method not in multiprocessing.get_all_start_methods():
             raise ValueError(f"start_method {start_method!r} is not available here; "
                              f"use one of {multiprocessing.get_all_start_methods()}")
+        self.wandb = None if wandb is None or wandb is False else ({} if wandb is True else dict(wandb))
+        if self.wandb is not None:
+            from latentar.train.reporting import import_wandb
+            import_wandb()  # an ImportError saying what to install, before any cell runs
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.settings = dict(settings or {})
         self.workers, self.launcher, self.start_method = workers, launcher, start_method
         self.submitit = dict(submitit or {})
+        self.verbose = bool(verbose)
+
+    def cell_options(self) -> CellOptions:
+        """What every cell of this runner gets: ``verbose`` and its W&B run's ``wandb.init`` options."""
+        wandb = None
+        if self.wandb is not None:
+            out = self.out_dir.resolve()
+            wandb = {"project": os.environ.get("WANDB_PROJECT") or WANDB_PROJECT, "group": out.name or "sweep",
+                     "dir": str(out), **self.wandb}
+        return CellOptions(self.verbose, wandb)
 
     def cell_dir(self, cell: dict[str, Any]) -> Path:
         return self.out_dir / "cells" / f"{cell_id(cell)}-{settings_key(cell, self.settings)}"
@@ -259,12 +422,13 @@ class SweepRunner:
             if i not in results:
                 tasks.setdefault(group(c) if group is not None else i, []).append(i)
         workers = min(self.workers or cpu_cores(), max(1, len(tasks)))
-        bar = tqdm(total=len(cells), initial=len(results), desc=desc, disable=not self.progress, dynamic_ncols=True)
+        opts = self.cell_options()
+        bar = _SweepBar(len(cells), len(results), desc, self.progress)
 
         def finished(indices: list[int], rows: list[dict[str, Any]]) -> None:
             results.update(zip(indices, rows))
-            write_table(self.out_dir / "results.csv", [{**cells[i], **results[i]} for i in sorted(results)])
-            bar.update(len(rows))
+            _write_table(self.out_dir / "results.csv", [{**cells[i], **results[i]} for i in sorted(results)])
+            bar.done([ids[i] for i in indices], len(rows))
 
         try:
             if results:
@@ -272,19 +436,20 @@ class SweepRunner:
             if not tasks:
                 pass  # every cell finished before
             elif self.launcher == "submitit":
-                self._run_submitit(cells, dirs, fn, list(tasks.values()), workers, finished)
+                bar.set_note(f"{len(tasks)} submitit jobs")
+                self._run_submitit(cells, dirs, fn, list(tasks.values()), workers, finished, opts)
             elif workers > 1:
-                self._run_pool(cells, dirs, fn, list(tasks.values()), workers, finished, bar)
+                self._run_pool(cells, dirs, fn, list(tasks.values()), workers, finished, bar, opts)
             else:
+                status = bar.reporter()
                 for i in sorted(i for t in tasks.values() for i in t):
-                    bar.set_postfix_str(ids[i][:60])
-                    finished([i], [_run_cell(fn, cells[i], dirs[i], self.settings)])
+                    finished([i], [_run_cell(fn, cells[i], dirs[i], self.settings, opts, status)])
         finally:
             bar.close()
         return [{**c, **results[i]} for i, c in enumerate(cells)]
 
     # -- local worker processes -------------------------------------------------------------------
-    def _run_pool(self, cells, dirs, fn, tasks, workers, finished, bar) -> None:
+    def _run_pool(self, cells, dirs, fn, tasks, workers, finished, bar, opts) -> None:
         try:
             pickle.dumps(fn)
         except Exception as e:  # noqa: BLE001 - any pickling failure
@@ -294,13 +459,14 @@ class SweepRunner:
         ctx = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":  # the server imports these once; workers fork from it
             ctx.set_forkserver_preload([m for m in ("torch", _module_of(fn)) if m])
-        bar.set_postfix_str(f"{workers} workers")
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(fn,))
+        bar.set_note(f"{workers} workers starting")
+        bar.queue = ctx.SimpleQueue() if bar.enabled else None  # the workers' cell ids and status lines
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(fn, bar.queue))
         with _sigterm_as_interrupt():
             pending: dict = {}
             try:
                 for t in tasks:
-                    pending[pool.submit(_pool_task, [(cells[i], str(dirs[i])) for i in t], self.settings)] = t
+                    pending[pool.submit(_pool_task, [(cells[i], str(dirs[i])) for i in t], self.settings, opts)] = t
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in sorted(done, key=lambda f: pending[f][0]):
@@ -331,7 +497,7 @@ class SweepRunner:
                 p.join(5)
 
     # -- submitit ---------------------------------------------------------------------------------
-    def _run_submitit(self, cells, dirs, fn, tasks, workers, finished) -> None:
+    def _run_submitit(self, cells, dirs, fn, tasks, workers, finished, cell_opts) -> None:
         try:
             import submitit
         except ImportError as e:
@@ -344,8 +510,8 @@ class SweepRunner:
             params.setdefault("slurm_array_parallelism", workers)
         ex.update_parameters(**params)
         with ex.batch():
-            jobs = [ex.submit(_submitit_task, fn, [(cells[i], str(dirs[i])) for i in t], self.settings, os.getpid())
-                    for t in tasks]
+            jobs = [ex.submit(_submitit_task, fn, [(cells[i], str(dirs[i])) for i in t], self.settings, os.getpid(),
+                              cell_opts) for t in tasks]
         by_job = {id(j): t for j, t in zip(jobs, tasks)}
         poll = 0.2 if ex.cluster in ("local", "debug") else 15.0
         with _sigterm_as_interrupt():
@@ -370,7 +536,8 @@ class SweepRunner:
 # Command line: the launch options every sweep command shares
 # --------------------------------------------------------------------------------------------------
 def add_launch_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``--workers``, ``--launcher``, ``--slurm-partition`` and ``--slurm-time`` to a sweep's parser."""
+    """Add ``--workers``, ``--launcher``, ``--slurm-partition``, ``--slurm-time`` and the reporting options
+    ``--verbose``, ``--wandb``, ``--wandb-project`` to a sweep's parser."""
     g = parser.add_argument_group("parallel cells")
     g.add_argument("--workers", type=int, default=None,
                    help="cells run at once, each in its own process with one thread (default: the CPU cores, at "
@@ -381,12 +548,23 @@ def add_launch_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--slurm-partition", default=None, help="--launcher submitit: the SLURM partition of the jobs")
     g.add_argument("--slurm-time", type=int, default=None,
                    help="--launcher submitit: time limit of each job in minutes (default 240)")
+    g = parser.add_argument_group("progress and logging")
+    g.add_argument("--verbose", action="store_true",
+                   help="also draw each cell's own progress bars (training steps, ...), in worker processes too, "
+                        "where they interleave (default: one bar over the cells, naming the running ones with their "
+                        "training step, and an ETA from the cells run now)")
+    g.add_argument("--wandb", action="store_true",
+                   help="log every cell run now to Weights & Biases (pip install wandb; wandb login, or "
+                        "WANDB_MODE=offline): one run per cell, named by its id, grouped by the output folder, with "
+                        "the cell's settings as config, the training scalars and the result row")
+    g.add_argument("--wandb-project", default=None, metavar="NAME",
+                   help=f"--wandb: the W&B project (default $WANDB_PROJECT, else {WANDB_PROJECT})")
     return parser
 
 
 def launch_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``SweepRunner`` keyword arguments (workers, launcher, submitit) from parsed launch options,
-    or a UsageError naming the bad one."""
+    """The ``SweepRunner`` keyword arguments (workers, launcher, submitit, verbose, wandb) from parsed
+    launch options, or a UsageError naming the bad one. ``wandb`` is imported only with ``--wandb``."""
     workers = None if args.workers is None else positive_int(args.workers, "--workers")
     opts: dict[str, Any] = {}
     if args.slurm_partition is not None:
@@ -400,7 +578,18 @@ def launch_options(args: argparse.Namespace) -> dict[str, Any]:
             import submitit  # noqa: F401
         except ImportError:
             raise UsageError("--launcher submitit needs the submitit package: pip install submitit") from None
-    return {"workers": workers, "launcher": args.launcher, "submitit": opts}
+    project = getattr(args, "wandb_project", None)
+    wandb = None
+    if getattr(args, "wandb", False):
+        try:
+            import wandb as _  # noqa: F401
+        except ImportError:
+            raise UsageError(WANDB_MISSING) from None
+        wandb = {} if project is None else {"project": project}
+    elif project is not None:
+        raise UsageError("--wandb-project needs --wandb")
+    return {"workers": workers, "launcher": args.launcher, "submitit": opts,
+            "verbose": bool(getattr(args, "verbose", False)), "wandb": wandb}
 
 
 def aggregate(rows: list[dict[str, Any]], by: Sequence[str], metrics: Sequence[str]) -> list[dict[str, Any]]:

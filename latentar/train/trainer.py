@@ -3,11 +3,14 @@
 A *task* is an ``nn.Module`` with ``training_step(batch) -> loss | (loss, metrics) | {"loss": ...}``.
 The Trainer owns everything else: device selection (CUDA, then MPS, then CPU), bf16 autocast on
 CUDA, optional ``torch.compile``, DDP under ``torchrun`` (gloo on CPU), gradient accumulation and
-clipping, AdamW with warmup + cosine decay, optional EMA, JSONL metrics, a progress bar, a clear
-error on a non-finite loss, and atomic checkpoints that resume exactly (model, optimizer,
-scheduler, EMA, every rank's RNG states, data position, and whatever the task keeps in its
-``get_extra_state``), also after a ``kill -9``: the checkpoint loads with ``weights_only=True``,
-orphaned temporary files are removed, and ``metrics.jsonl`` is cut back to the checkpoint's step.
+clipping, AdamW with warmup + cosine decay, optional EMA, logged metrics (JSONL, TensorBoard, and
+inside a sweep cell run with ``--wandb`` the cell's W&B run: ``_MetricsLogger``'s sinks), a progress
+bar (inside a sweep cell only with ``--verbose``; the cell's line in the sweep's bar shows the step
+either way, see ``latentar.train.reporting``), a clear error on a non-finite loss, and atomic
+checkpoints that resume exactly (model, optimizer, scheduler, EMA, every rank's RNG states, data
+position, and whatever the task keeps in its ``get_extra_state``), also after a ``kill -9``: the
+checkpoint loads with ``weights_only=True``, orphaned temporary files are removed, and
+``metrics.jsonl`` is cut back to the checkpoint's step.
 SIGINT / SIGTERM stop the run within one step (under DDP: at the next log or checkpoint step, where
 the ranks agree) and save a checkpoint before exiting. The step itself reads nothing back to the
 host: loss, metrics, the gradient norm and the NaN check stay on the device until the log step.
@@ -40,11 +43,13 @@ from latentar.train.checkpoint import (atomic_save, atomic_write_text, load_chec
                                        set_rng_state)
 from latentar.train.distributed import all_gather, all_reduce_mean, any_rank, barrier, init_distributed
 from latentar.train.ema import EMA
+from latentar.train.reporting import report_status, show_bars, wandb_sink
 from latentar.train.sampler import ResumableSampler
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 CHECKPOINT_VERSION = 2
+STATUS_EVERY_S = 1.0   # how often a fit inside a sweep cell updates the cell's line in the sweep's bar
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -396,9 +401,12 @@ class Trainer:
         sampler = ResumableSampler(len(train_data), self.batch_size, self.seed, self.shuffle,
                                    self.dist.rank, self.dist.world_size)
         batches = self._batches(train_data, sampler)
-        logger = _MetricsLogger(self.out_dir, self.dist.is_main, self.tensorboard)
+        logger = _MetricsLogger(self.out_dir, self.dist.is_main, self.tensorboard, type(self.task).__name__)
+        # inside a sweep cell the sweep's --verbose decides (latentar.train.reporting), else `progress`
         bar = tqdm(total=self.max_steps, initial=self.step, desc=self.desc, dynamic_ncols=True,
-                   disable=not (self.show_progress and self.dist.is_main), leave=False)
+                   disable=not (show_bars(self.show_progress) and self.dist.is_main), leave=False)
+        status = _Status(self.desc, self.max_steps, self.dist.is_main)
+        status.update(self.step, force=True)
         window = _Window(self.device)
         t0, samples = time.perf_counter(), 0
         self.task.train()
@@ -415,6 +423,7 @@ class Trainer:
                     self.step += 1
                     samples += self.batch_size * self.grad_accum * self.dist.world_size
                     bar.update(1)
+                    status.update(self.step)
                     log = self.step % self.log_every == 0 or self.step == self.max_steps
                     save = bool(self.ckpt_every) and self.step % self.ckpt_every == 0
                     if log:
@@ -428,6 +437,7 @@ class Trainer:
                         self.history.append(record)
                         logger.log(record)
                         bar.set_postfix(loss=f"{record['loss']:.4g}", sps=f"{record['samples_per_s']:.0f}")
+                        status.loss = record["loss"]
                         t0, samples = time.perf_counter(), 0
                     # One process: a signal is a Python flag (no sync). Under DDP, agreeing on it is a
                     # collective, so ranks compare flags only at log and checkpoint steps.
@@ -443,6 +453,7 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
+            status.clear()
         return self._result()
 
     def _raise_nonfinite(self, window: _Window) -> None:
@@ -532,35 +543,85 @@ def _check_optimizer_args(lr, betas, weight_decay, warmup_steps, min_lr_ratio, g
         raise ValueError(f"ema_decay must be in (0, 1) (None: no EMA), got {ema_decay!r}")
 
 
-class _MetricsLogger:
-    """JSONL lines in ``out_dir/metrics.jsonl`` (appended across resumes, after the file was cut back to
-    the checkpoint's step), plus TensorBoard if asked."""
+class _JsonlSink:
+    """JSONL lines in ``metrics.jsonl`` (appended across resumes, after the file was cut back to the
+    checkpoint's step)."""
 
-    def __init__(self, out_dir: Path | None, is_main: bool, tensorboard: bool):
-        self.file = None
-        self.tb = None
-        if out_dir is None or not is_main:
-            return
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.file = open(out_dir / METRICS_NAME, "a")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(out_dir / "tb"))
-            except ImportError:
-                warnings.warn("tensorboard=True but the tensorboard package is not installed; logging JSONL only")
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a")
 
     def log(self, record: dict[str, float]) -> None:
-        if self.file is not None:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-        if self.tb is not None:
-            for k, v in record.items():
-                if k != "step":
-                    self.tb.add_scalar(k, v, record["step"])
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+        self.file.close()
+
+
+class _TensorBoardSink:
+    """TensorBoard scalars in ``out_dir/tb`` (``tensorboard=True``, when the package is installed)."""
+
+    def __init__(self, folder: Path):
+        from torch.utils.tensorboard import SummaryWriter  # ImportError without the tensorboard package
+        self.tb = SummaryWriter(str(folder))
+
+    def log(self, record: dict[str, float]) -> None:
+        for k, v in record.items():
+            if k != "step":
+                self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+class _MetricsLogger:
+    """Where the log records go, on rank 0: a list of sinks, each with ``log(record)`` and ``close()``:
+    ``metrics.jsonl`` in ``out_dir``, TensorBoard if asked (both need an ``out_dir``), and the W&B
+    run of the sweep cell this runs in, if the sweep runs with ``--wandb`` (keys ``<name>/<metric>``,
+    ``name`` the task's class; see ``latentar.train.reporting``)."""
+
+    def __init__(self, out_dir: Path | None, is_main: bool, tensorboard: bool, name: str = "train"):
+        self.sinks: list[Any] = []
+        if not is_main:
+            return
+        if out_dir is not None:
+            self.sinks.append(_JsonlSink(out_dir / METRICS_NAME))
+            if tensorboard:
+                try:
+                    self.sinks.append(_TensorBoardSink(out_dir / "tb"))
+                except ImportError:
+                    warnings.warn("tensorboard=True but the tensorboard package is not installed; logging JSONL only")
+        wandb = wandb_sink(name)
+        if wandb is not None:
+            self.sinks.append(wandb)
+
+    def log(self, record: dict[str, float]) -> None:
+        for sink in self.sinks:
+            sink.log(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):  # close the others too
+                sink.close()
+
+
+class _Status:
+    """The fit's line in the sweep's bar (``"<desc> <step>/<max_steps> loss <loss>"``), at most once per
+    ``STATUS_EVERY_S``; a no-op off rank 0 and outside a sweep cell (``report_status``)."""
+
+    def __init__(self, desc: str, max_steps: int, is_main: bool):
+        self.desc, self.max_steps, self.is_main = desc, max_steps, is_main
+        self.loss: float | None = None
+        self.last = -math.inf
+
+    def update(self, step: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.is_main and (force or step == self.max_steps or now - self.last >= STATUS_EVERY_S):
+            self.last = now
+            loss = "" if self.loss is None else f" loss {self.loss:.4g}"
+            report_status(f"{self.desc} {step}/{self.max_steps}{loss}")
+
+    def clear(self) -> None:
+        if self.is_main:
+            report_status("")
