@@ -1,8 +1,10 @@
 """The ``latentar`` console entry: a front door that dispatches to library modules.
 
-Each command lives beside the code it drives and exposes ``main(argv) -> int``; this file only
-maps command words onto those modules (imported lazily, so ``latentar --help`` is instant) and is
-the one place where failures meet people:
+Each command's command line lives in a light module exposing ``main(argv, command=...) -> int``
+(the sweeps, comparisons, demos and soft prompts: :mod:`latentar.commands`), which parses and
+resolves the options without importing torch, so ``latentar <command> --help`` answers at once, and
+only then imports the library module that runs the command. This file maps command words onto those
+modules (imported lazily) and is the one place where failures meet people:
 
 * a user mistake (:class:`latentar.cliargs.UsageError`, any ``ValueError``, a missing or misplaced
   file) prints ``latentar <command>: error: <message>`` and exits 2;
@@ -18,15 +20,18 @@ import signal
 import sys
 import threading
 
-# command words -> (module with main(argv), one-line help)
+# command words -> (a module with main(argv, command) that imports no torch before it runs, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("sweep", "variance"): ("latentar.sweeps.variance", "the flagship tokenizer-variance sweep (FD vs C_sigma)"),
-    ("sweep", "ip"): ("latentar.sweeps.ip", "input-perturbation diffusion: FD vs sampling steps per gamma"),
-    ("compare", "discrete"): ("latentar.sweeps.discrete", "SFT vs SS vs BASH vs RAC vs relabel, UL, MIXER on seq2seq tasks"),
-    ("compare", "text"): ("latentar.sweeps.text_compare", "long-form text: repetition, loops, own-prefix NLL per strategy"),
-    ("demo", "huszar"): ("latentar.demos.huszar", "teacher forcing vs annealed SS vs context noise on a length-2 toy"),
-    ("softprompt", "fit"): ("latentar.softprompt.cli", "fit a soft prompt to one text and decode it"),
-    ("softprompt", "bench"): ("latentar.softprompt.cli", "exact-reconstruction rate against target length"),
+    ("sweep", "variance"): ("latentar.commands.sweep_variance", "the flagship tokenizer-variance sweep (FD vs C_sigma)"),
+    ("sweep", "ip"): ("latentar.commands.sweep_ip", "input-perturbation diffusion: FD vs sampling steps per gamma"),
+    ("compare", "discrete"): ("latentar.commands.compare_discrete",
+                              "SFT vs SS vs BASH vs RAC vs relabel, UL, MIXER on seq2seq tasks"),
+    ("compare", "text"): ("latentar.commands.compare_text",
+                          "long-form text: repetition, loops, own-prefix NLL per strategy"),
+    ("demo", "huszar"): ("latentar.commands.demo_huszar",
+                         "teacher forcing vs annealed SS vs context noise on a length-2 toy"),
+    ("softprompt", "fit"): ("latentar.commands.softprompt", "fit a soft prompt to one text and decode it"),
+    ("softprompt", "bench"): ("latentar.commands.softprompt", "exact-reconstruction rate against target length"),
     ("report",): ("latentar.report", "write RUN_DIR/index.html: settings, tables, verdicts, plots, samples, audio"),
 }
 
@@ -34,7 +39,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 def _usage() -> str:
     width = max(len(" ".join(k)) for k in COMMANDS)
     rows = "\n".join(f"  {' '.join(k):<{width}}  {h}" for k, (_, h) in COMMANDS.items())
-    return f"usage: latentar <command> [options]\n\ncommands:\n{rows}\n\n`latentar <command> --help` documents each command's options."
+    return (f"usage: latentar <command> [options]\n\ncommands:\n{rows}\n\n`latentar <command> --help` documents each "
+            "command's options.\nThe sweep, compare, demo and softprompt commands take --threads N (torch / OpenMP "
+            "threads, default 1);\nthe sweeps, comparisons and softprompt bench take --cfg-dump (print the resolved "
+            "config, run nothing)\nand --config RUN_DIR/config.yaml (run a saved config again).")
 
 
 # What counts as the user's mistake rather than a defect of latentar: bad option values and paths.

@@ -12,8 +12,8 @@ Gauss-Markov toy (``latentar.data.gauss_markov``). Every (strategy, seed) cell t
 same initialisation with the same Trainer budget, then reports the held-out teacher-forced NLL and
 the exposure meter (``exposure_curve``). Outputs in ``out_dir``: ``results.csv`` (one row per cell,
 resumable through SweepRunner), ``results.md`` (mean ± std over seeds), ``exposure.png`` (FD per
-position under own vs ground-truth prefixes, one line per strategy) and ``cells/<id>/`` (curve JSON
-and plot, checkpoints).
+position under own vs ground-truth prefixes, one line per strategy and prefix, bands ± std over
+seeds) and ``cells/<id>/`` (curve JSON and plot, checkpoints).
 """
 from __future__ import annotations
 
@@ -36,10 +36,10 @@ def load_latents(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor | None, to
     """(train z (N, T, D), train labels | None, test z, test labels | None)."""
     if cfg.latents.tokenizer:
         from latentar.data import load_digits
-        from latentar.pretrained import CONFIG_NAME
+        from latentar.pretrained import saved_class_name
         from latentar.tokenizers import AE, VAE, SigmaVAE
         path = Path(cfg.latents.tokenizer)
-        kind = json.loads((path / CONFIG_NAME).read_text()).get("class")
+        kind = saved_class_name(path)
         classes = {"SigmaVAE": SigmaVAE, "VAE": VAE, "AE": AE}
         if kind not in classes:
             raise ValueError(f"{path} holds a {kind!r}, not a tokenizer ({sorted(classes)})")
@@ -110,11 +110,13 @@ def main(cfg: DictConfig) -> None:
     for name in names:
         curves = [json.loads((runner.cell_dir({"strategy": name, "seed": int(s)}) / "curve.json").read_text())
                   for s in cfg.seeds]
-        for key, label in (("fd_own", "own"), ("fd_gt", "gt")):
+        for key, label in (("fd_own", "own prefix"), ("fd_gt", "ground-truth prefix")):
             v = np.array([[np.nan if e is None else e for e in c[key]] for c in curves], dtype=float)
-            series[f"{name} ({label})"] = (np.nanmean(v, 0), np.nanstd(v, 0) if len(curves) > 1 else None)
-    save_lines(out / "exposure.png", np.arange(T), series, xlabel="position t",
-               ylabel="FD to held-out latents", title="own (model) vs ground-truth prefixes")
+            series[f"{name}, {label}"] = (np.nanmean(v, 0), np.nanstd(v, 0, ddof=1) if len(curves) > 1 else None)
+    save_lines(out / "exposure.png", np.arange(T), series, xlabel="token position t",
+               ylabel="FD of generated latents at t vs held-out",
+               title=f"Exposure: per-position FD, own vs ground-truth prefix ({N} training sequences)",
+               band=f"mean ± std over {len(cfg.seeds)} seeds")
     print((out / "results.md").read_text())
     print(f"plots: {out / 'exposure.png'} and {out / 'cells'}/*/exposure.png;  config:\n{OmegaConf.to_yaml(cfg.strategies)}")
 

@@ -1,9 +1,11 @@
 """Train one input-perturbation diffusion model on digits and print its FD at each number of sampling steps.
 
-    python recipes/ip_diffusion.py diffusion.gamma=0.1 trainer.max_steps=1000 out_dir=runs/ip_g0.1
-    python recipes/ip_diffusion.py space=latent tokenizer=runs/tok/model diffusion.gamma=0.1
+    python recipes/ip_diffusion.py gamma=0.1 trainer.max_steps=1000 out_dir=runs/ip_g0.1
+    python recipes/ip_diffusion.py space=latent tokenizer=runs/tok/model gamma=0.1
+    python recipes/ip_diffusion.py gamma=0 trainer=smoke sampling.steps=[5] sampling.num_samples=64   # wiring check
 
-Config: latentar/configs/ip_diffusion.yaml (groups ``trainer``, ``diffusion=ip``). The UNet's
+Config: latentar/configs/ip_diffusion.yaml (groups ``trainer``, ``diffusion=ip``; ``gamma`` is short
+for ``diffusion.gamma``; the default budget is recipe_trainer/ip_diffusion/default.yaml). The UNet's
 input channels and size and the scheduler's clipping follow the space (pixels: 1x8x8, clipped;
 latents: the tokenizer's grid, unclipped). Outputs in ``out_dir``: the Trainer's checkpoint (a
 rerun resumes), ``unet_ema/`` and ``scheduler/`` (diffusers ``save_pretrained``) and

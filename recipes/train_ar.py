@@ -1,6 +1,7 @@
 """Train LatentAR (GMM / diffusion / MSE head) or JointDiffusion on a saved tokenizer's latents.
 
     python recipes/train_ar.py tokenizer_dir=runs/tok/model model.head=gmm out_dir=runs/ar
+    python recipes/train_ar.py tokenizer_dir=runs/tok/model trainer=smoke   # 20 steps: a wiring check
 
 Loads the tokenizer (SigmaVAE, VAE or AE), encodes the training split with ``ar_latents``
 (``posterior_draws`` posterior samples per example; an AE's means), trains with the shared Trainer
@@ -10,7 +11,8 @@ every arm at ``sample.temperature``), decodes them and scores them against the t
 classifier-feature FD and class accuracy; audio: log-mel FD).
 Outputs in ``out_dir``: ``model/`` (from_pretrained-able), ``results.json``, ``samples_cfg<X>.png``
 (wav files too for audio), ``exposure.png`` / ``exposure.json`` (AR models), ``train/`` (checkpoint,
-metrics.jsonl; a rerun resumes). Config: latentar/configs/train_ar.yaml.
+metrics.jsonl; a rerun resumes). Config: latentar/configs/train_ar.yaml; its default budget
+(2000 steps) is recipe_trainer/train_ar/default.yaml, replaced as a whole by e.g. ``trainer=smoke``.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
     python recipes/train_tokenizer.py tokenizer=sigma_vae data=digits tokenizer.c_sigma=0.5 out_dir=runs/tok
 
 Config groups: ``tokenizer=sigma_vae|vae|ae`` (latentar/configs/tokenizer), ``data=digits|speech|
-wavfolder`` (latentar/configs/data), ``trainer=default|smoke``; top level:
+wavfolder`` (latentar/configs/data), ``trainer=default|smoke`` (default: this recipe's budget,
+recipe_trainer/train_tokenizer/default.yaml; smoke: 20 steps); top level:
 latentar/configs/train_tokenizer.yaml. The tokenizer's modality, channels and sample rate come
 from the data. Outputs in ``out_dir``: ``model/`` (from_pretrained-able), ``report.json``
 (``latent_report``: latent stats, collapse, PSNR or mel distance / SI-SNR, decoder tolerance),

@@ -116,12 +116,14 @@ def run_huszar(steps: int = 400, num_symbols: int = 4, p_equal: float = 0.9, sig
         "kl_product_to_joint": kl(product, joint), "mutual_information": kl(joint, product)},
         "config": dict(steps=steps, num_symbols=num_symbols, p_equal=p_equal, sigma=sigma, batch_size=batch_size,
                        lr=lr, num_examples=num_examples, seed=seed)}
-    for name, strategy in strategies.items():
+    for k, (name, strategy) in enumerate(strategies.items(), 1):
         torch.manual_seed(seed)  # the same initial model for every strategy
         model = PairLM(num_symbols)
         t0 = time.perf_counter()
+        # a step bar on stderr (stdout stays the table / JSON); inside a sweep cell only with --verbose
         Trainer(max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=0, grad_clip=None, seed=seed,
-                device=device, progress=False, handle_signals=False, desc=name).fit(ExposureTask(model, strategy), data)
+                device=device, progress=True, handle_signals=False,
+                desc=f"{name} ({k}/{len(strategies)})").fit(ExposureTask(model, strategy), data)
         Q = model.joint_table().cpu()
         out["strategies"][name] = {"kl_joint": kl(Q, joint), "kl_product": kl(Q, product),
                                    "targets_valid": strategy.targets_valid, "seconds": time.perf_counter() - t0}
@@ -139,28 +141,13 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None, command: str = "demo huszar") -> int:
-    from latentar.cliargs import ArgumentParser, UsageError, check_device, finite, positive_int
+    """``latentar demo huszar`` (its parser, torch-free: ``latentar.commands.demo_huszar``)."""
+    from latentar.commands.demo_huszar import main as command_main
+    return command_main(argv, command)
 
-    parser = ArgumentParser(prog=f"latentar {command}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=400, help="optimizer steps per strategy (>= 1)")
-    parser.add_argument("--symbols", type=int, default=4, help="K, the number of symbols (>= 2)")
-    parser.add_argument("--p-equal", type=float, default=0.9, help="P(x2 = x1), in [0, 1]")
-    parser.add_argument("--sigma", type=float, default=0.5, help="ContextNoise sigma (embedding-std units, >= 0)")
-    parser.add_argument("--batch-size", type=int, default=256, help="sequences per step (>= 1)")
-    parser.add_argument("--lr", type=float, default=1e-2, help="learning rate (> 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and of every strategy's initial model")
-    parser.add_argument("--device", default="cpu", help="cpu (default: the toy is faster there) or auto")
-    parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
-    args = parser.parse_args(argv)
-    positive_int(args.steps, "--steps")
-    positive_int(args.symbols, "--symbols", minimum=2)
-    if not 0.0 <= finite(args.p_equal, "--p-equal") <= 1.0:
-        raise UsageError(f"--p-equal must lie in [0, 1], got {args.p_equal!r}")
-    finite(args.sigma, "--sigma", minimum=0.0)
-    positive_int(args.batch_size, "--batch-size")
-    finite(args.lr, "--lr", minimum=0.0, strict=True)
-    positive_int(args.seed, "--seed", minimum=0)
-    check_device(args.device)
+
+def run_cli(args, config=None, command: str = "demo huszar") -> int:
+    """Run the demo of parsed, checked ``args`` (``latentar.commands.demo_huszar``) and print the table."""
     result = run_huszar(steps=args.steps, num_symbols=args.symbols, p_equal=args.p_equal, sigma=args.sigma,
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
     if args.json:

@@ -84,7 +84,8 @@ def _check_x(x: Any) -> torch.Tensor:
         if x.dim() != 2 or x.dtype == torch.bool:
             raise ValueError(f"tokens must be integer ids of shape (B, T), got {x.dtype} {tuple(x.shape)}")
     elif x.dim() != 3:
-        raise ValueError(f"continuous latents must have shape (B, T, D), got {tuple(x.shape)}")
+        raise ValueError(f"continuous latents must have shape (B, T, D), got {tuple(x.shape)}" + (
+            "; a tokenizer's latent grid (B, D, h, w) becomes tokens via tok.to_sequence(z)" if x.dim() == 4 else ""))
     return x
 
 

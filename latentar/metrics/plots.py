@@ -93,27 +93,36 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
 
 def save_lines(path_png: str | os.PathLike, x: Sequence[float], series: Mapping[str, tuple],
-               xlabel: str, ylabel: str, title: str = "", logx: bool = False, logy: bool = False) -> Path:
-    """One line per entry of ``series`` (``name -> (mean, std)``, each of ``len(x)``, std may be
-    None), with a shaded mean +- std band; saved as a PNG (parent folders created)."""
+               xlabel: str, ylabel: str, title: str = "", logx: bool = False, logy: bool = False,
+               band: str | None = None) -> Path:
+    """One line per entry of ``series`` (``name -> (mean, spread)``, each of ``len(x)``, spread may be
+    None), with a shaded band ``mean ± spread`` in the line's colour; saved as a PNG (parent folders
+    created).
+
+    ``band`` says what the spread is, with its count, e.g. ``"mean ± std over 3 seeds"`` or
+    ``"95% CI over 3 seeds"``: the legend then ends with an entry ``shaded: <band>`` whenever a band
+    of non-zero width is drawn, so the figure reads without the code."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     xs = np.asarray(x, dtype=float)
     fig = Figure(figsize=(6, 4), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    drawn = False
     for name, value in series.items():
         mean, std = value if isinstance(value, tuple) else (value, None)
         m = np.asarray(mean, dtype=float)
         if m.shape != xs.shape:
             raise ValueError(f"series {name!r}: mean has shape {m.shape}, x has {xs.shape}")
-        ax.plot(xs, m, marker="o", label=str(name))
+        line, = ax.plot(xs, m, marker="o", label=str(name))
         if std is not None:
             s = np.asarray(std, dtype=float)
             if s.shape != xs.shape:
                 raise ValueError(f"series {name!r}: std has shape {s.shape}, x has {xs.shape}")
-            ax.fill_between(xs, m - s, m + s, alpha=0.2)
+            ax.fill_between(xs, m - s, m + s, alpha=0.2, color=line.get_color())
+            drawn = drawn or bool((np.nan_to_num(s) > 0).any())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -124,7 +133,10 @@ def save_lines(path_png: str | os.PathLike, x: Sequence[float], series: Mapping[
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     if series:
-        ax.legend()
+        handles, _ = ax.get_legend_handles_labels()
+        if drawn and band:
+            handles.append(Patch(facecolor="0.5", alpha=0.3, label=f"shaded: {band}"))
+        ax.legend(handles=handles, fontsize=8)
     fig.tight_layout()
     path = Path(path_png)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from latentar.cliargs import finite, positive_int, unique
+from latentar.configs import Presets
 from latentar.metrics.plots import save_lines, write_markdown_table, write_table
 from latentar.softprompt.fit import fit_soft_prompt, fit_soft_prompts
 from latentar.softprompt.objectives import make_objective
@@ -44,13 +45,9 @@ from latentar.softprompt.prompt import SoftPrompt
 from latentar.softprompt.report import report_fit
 from latentar.sweeps.runner import SweepRunner
 
-# preset -> held-out targets per length, fit steps per target, prompts per batch, default frozen LM
-BENCH_PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"targets": 2, "max_steps": 100, "batch_size": 2, "model": "charlm"},
-    "quick": {"targets": 8, "max_steps": 600, "batch_size": 8, "model": "charlm"},
-    "standard": {"targets": 8, "max_steps": 600, "batch_size": 8, "model": "smollm2"},
-    "full": {"targets": 32, "max_steps": 3000, "batch_size": 8, "model": "smollm2"},
-}
+# preset -> held-out targets per length, fit steps per target, prompts per batch, default frozen LM:
+# latentar/configs/presets/softprompt_bench/<preset>.yaml (a read-only view of them)
+BENCH_PRESETS = Presets("softprompt_bench")
 DEFAULT_LENGTHS = (16, 32, 64, 128)
 DEFAULT_OBJECTIVES = ("ce", "ce+ul", "ce+ss", "ce+rl", "ce+pf*0.1")
 SETTINGS_NAME = "bench.json"

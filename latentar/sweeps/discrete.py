@@ -60,7 +60,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -69,8 +69,11 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from latentar.cliargs import (ArgumentParser, UsageError, check_device, finite, out_dir, positive_int,
-                              unique)
+# The command line and the config (torch-free, so `--help` is instant) live in latentar.commands.compare_discrete.
+from latentar.commands.compare_discrete import (PRESETS, CompareConfig, EXPERT_STRATEGIES, _option,  # noqa: F401
+                                                build_parser, config_from_args, main)
+from latentar.commands import runner_options
+from latentar.configs import save_run
 from latentar.data.compounding import COMPOUNDING
 from latentar.data.seq_tasks import EOS, PAD, TASKS, SeqTask
 from latentar.exposure import (BASH, RAC, ExposureTask, Relabel, ScheduledSampling, SequenceLevel, TeacherForcing,
@@ -81,7 +84,7 @@ from latentar.exposure.sequence_level import REWARDS
 from latentar.metrics.plots import save_lines
 from latentar.models.char_lm import CharLM, complete, left_align
 from latentar.sweeps.discrete_verdicts import COMPETENT_ERR, PENDING, compounding_rows, discrete_verdicts
-from latentar.sweeps.runner import SweepRunner, add_launch_args, aggregate, launch_options, markdown_table, parse_list
+from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table
 from latentar.sweeps.stats import mean_ci
 from latentar.train import Trainer
 
@@ -91,121 +94,14 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "ss_anneal": ScheduledSampling, "bash": BASH, "rac": RAC, "relabel": Relabel, "unlikelihood": TokenUnlikelihood,
     "reinforce": SequenceLevel, "mixer": SequenceLevel,
 }
-EXPERT_STRATEGIES = ("relabel",)  # need the task's expert: compounding tasks only
 COMPOUNDING_TASKS = tuple(COMPOUNDING)
 CHECKER_METRICS = ("final_exact", "step_exact", "step_valid")
 METRICS = ("exact_match", *CHECKER_METRICS, "token_acc", "first_error_mean", "err_own_mean", "err_gt_mean",
            "exposure_gap", "err_own_last", "train_seconds")
 INVSIG_WIDTH = 0.1  # b of the inverse-sigmoid schedule (progress units)
 
-# Budgets per preset; options given on the command line override them. Lengths are answer bytes
-# (copy / reverse / sort / add) or steps (the compounding tasks).
-_ALL = list(STRATEGIES)
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(tasks=["running_sum"], lengths=[3, 6], seeds=1, steps=40, batch_size=32, lr=1e-3, num_train=2000,
-                  num_test=64, d_model=32, depth=1, num_heads=2, pool_size=64, ckpt_every=0),
-    # quick: running_sum at 8 and 16 steps on a budget where SFT is mid-way through learning it (with
-    # 1000 steps every length up to 16 is solved exactly: no errors, so nothing to compound), the core
-    # arms only: 13.6 min on 2 cores from an empty cache. standard: the two tasks that still compound
-    # at 1000 steps (chain, add_lsd; running_sum is solved exactly there), two lengths, the seven arms
-    # of the published claims: 84 cells, about 2 h on 2 workers (estimated from the chain cells' 69 s of
-    # wall per cell; length 10 is longer), the README's table.
-    "quick": dict(tasks=["running_sum"], lengths=[8, 16], strategies=["sft", "ss", "bash", "relabel", "mixer"],
-                  seeds=3, steps=500, batch_size=64, lr=2e-3, num_train=20_000, num_test=200, d_model=128, depth=2,
-                  num_heads=4, pool_size=256, ckpt_every=100),
-    "standard": dict(tasks=["chain", "add_lsd"], lengths=[6, 10],
-                     strategies=["sft", "ss", "bash", "rac", "relabel", "unlikelihood", "mixer"], seeds=3,
-                     steps=1000, batch_size=64, lr=2e-3, num_train=20_000, num_test=200, d_model=128, depth=2,
-                     num_heads=4, pool_size=256, ckpt_every=100),
-    "full": dict(tasks=list(COMPOUNDING_TASKS), lengths=[4, 8, 16, 32], seeds=5, steps=4000, batch_size=128, lr=1e-3,
-                 num_train=200_000, num_test=1000, d_model=128, depth=4, num_heads=4, pool_size=2048,
-                 ckpt_every=250),
-}
-
-
-@dataclass
-class CompareConfig:
-    """Everything one comparison depends on (the command line and the Hydra config map onto it)."""
-
-    tasks: list[str] = field(default_factory=lambda: ["running_sum"])
-    lengths: list[int] = field(default_factory=lambda: [8, 16])
-    strategies: list[str] = field(default_factory=lambda: list(_ALL))
-    seeds: int = 3
-    preset: str = "quick"
-    out: str = "runs/discrete"
-    device: str = "auto"
-    steps: int = 500
-    batch_size: int = 64
-    lr: float = 2e-3
-    num_train: int = 20_000
-    num_test: int = 200
-    d_model: int = 128
-    depth: int = 2
-    num_heads: int = 4
-    pos: str = "learned"            # CharLM positions: learned absolute (reverse needs absolute offsets) | rope
-    pool_size: int = 256
-    ckpt_every: int = 100
-    warmup_frac: float = 0.5        # BASH / RAC / Relabel / REINFORCE: share of the steps with SFT alone
-    regen_frac: float = 0.25        # BASH / RAC / Relabel: share of the steps between two pool rebuilds
-    beta: float = 0.2               # BASH (the paper's value)
-    ss_max: float = 0.25            # scheduled sampling: p rises 0 -> ss_max over training (ss, ss_exp, ss_invsig)
-    rac_fraction: float = 0.25      # RAC: share of SFT items formatted as f(x, y) -> y
-    ul_alpha: float = 1.0           # unlikelihood weight (Welleck et al.'s token-level alpha)
-    rl_rows: int = 8                # REINFORCE / MIXER: rows rolled out per step
-    rl_start_share: float = 0.25    # MIXER: sampled share of the answer at the end of the warm-up
-    rl_exact_bonus: float = 0.5     # REINFORCE / MIXER: reward weight of an exact match (vs prefix credit)
-    rl_reward: str = "prefix"       # REINFORCE / MIXER: "prefix" (one right answer) | "bleu" (free text)
-    test_seed: int = 1000           # the held-out split is the same for every cell of one (task, length)
-    progress: bool = True
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides: Any) -> "CompareConfig":
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-        return cls(preset=preset, **{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
-
-    def validate(self) -> None:
-        """Raise a UsageError naming the first setting that cannot run (nothing has started yet)."""
-        bad = [t for t in self.tasks if t not in TASKS]
-        if bad or not self.tasks:
-            raise UsageError(f"--task: unknown tasks {bad}; expected names from {', '.join(TASKS)}")
-        unique(self.tasks, "--task")
-        bad = [s for s in self.strategies if s not in STRATEGIES]
-        if bad or not self.strategies:
-            raise UsageError(f"--strategies: unknown strategies {bad}; expected names from {', '.join(STRATEGIES)}")
-        unique(self.strategies, "--strategies")
-        no_expert = [t for t in self.tasks if t not in COMPOUNDING]
-        for s in (s for s in self.strategies if s in EXPERT_STRATEGIES):
-            if no_expert:
-                raise UsageError(f"--strategies {s} needs the task's expert, which only the compounding tasks "
-                                 f"({', '.join(COMPOUNDING)}) have; --task {','.join(no_expert)} has none")
-        unique([positive_int(n, "--len") for n in self.lengths], "--len")
-        for name, minimum in (("seeds", 1), ("steps", 1), ("batch_size", 1), ("num_train", 1), ("num_test", 2),
-                              ("d_model", 1), ("depth", 1), ("num_heads", 1), ("pool_size", 1), ("ckpt_every", 0),
-                              ("rl_rows", 2)):
-            positive_int(getattr(self, name), _option(name), minimum=minimum)
-        if self.d_model % self.num_heads:
-            raise UsageError(f"--d-model {self.d_model} is not divisible by --num-heads {self.num_heads}")
-        finite(self.lr, "--lr", minimum=0.0, strict=True)
-        finite(self.ul_alpha, "--ul-alpha", minimum=0.0)
-        for name in ("warmup_frac", "regen_frac", "beta", "ss_max", "rac_fraction", "rl_start_share",
-                     "rl_exact_bonus"):
-            v = finite(getattr(self, name), _option(name), minimum=0.0)
-            if v > 1.0:
-                raise UsageError(f"{_option(name)} must lie in [0, 1], got {v}")
-        if self.rl_reward not in REWARDS:
-            raise UsageError(f"--rl-reward must be one of {', '.join(REWARDS)}, got {self.rl_reward!r}")
-        if self.regen_frac == 0.0:
-            raise UsageError("--regen-frac must be > 0 (the pool is rebuilt every regen_frac * steps steps)")
-        if not 0.0 < self.ss_max < 1.0 and any(s in self.strategies for s in ("ss_exp", "ss_invsig")):
-            raise UsageError(f"--ss-max must lie in (0, 1) for ss_exp / ss_invsig, got {self.ss_max}")
-        check_device(self.device)
-        out_dir(self.out)
-
-
-def _option(field_name: str) -> str:
-    """The command-line spelling of a CompareConfig field (``num_test`` -> ``--num-test``)."""
-    return {"lengths": "--len", "tasks": "--task"}.get(field_name, "--" + field_name.replace("_", "-"))
+# Presets: latentar/configs/presets/compare_discrete/<preset>.yaml (PRESETS: a read-only view of them);
+# CompareConfig, its checks and the command line: latentar.commands.compare_discrete.
 
 
 # Fields that only select which cells exist or how they run; every other field keys the cells.
@@ -469,7 +365,8 @@ def _plots(rows: list[dict[str, Any]], cfg: CompareConfig, out: Path) -> None:
                 series[s] = (arr.mean(0), _ci_half(arr))
         if series:
             save_lines(out / f"{task}_exact_vs_length.png", cfg.lengths, series, xlabel="answer length",
-                       ylabel=f"greedy {m} (95% CI)", title=f"{task}: {m} vs answer length", logx=True)
+                       ylabel=f"greedy {m} (95% CI)", title=f"{task}: {m} vs answer length", logx=True,
+                       band=f"95% Student-t CI over {cfg.seeds} seeds")
         for n in cfg.lengths:
             own_by: dict[str, list] = {}
             gt_sft = []
@@ -486,106 +383,27 @@ def _plots(rows: list[dict[str, Any]], cfg: CompareConfig, out: Path) -> None:
             curves = {s: (np.nanmean(np.asarray(v, float), 0), _ci_half(np.asarray(v, float)))
                       for s, v in own_by.items()}
             A = len(next(iter(curves.values()))[0])
+            ci = f"95% Student-t CI over {max(len(v) for v in own_by.values())} seeds"
             save_lines(out / f"{task}_error_len{n}.png", list(range(A)), curves,
                        xlabel="answer position (last = EOS)", ylabel="token error, own prefix (greedy, 95% CI)",
-                       title=f"{task}, answer length {n}")
+                       title=f"{task}, answer length {n}", band=ci)
             if gt_sft:
                 own, gt = np.asarray(own_by["sft"], float), np.asarray(gt_sft, float)
                 save_lines(out / f"{task}_exposure_len{n}.png", list(range(A)),
                            {"SFT, own prefix": (np.nanmean(own, 0), _ci_half(own)),
                             "SFT, ground-truth prefix": (np.nanmean(gt, 0), _ci_half(gt))},
                            xlabel="answer position (last = EOS)", ylabel="token error (greedy, 95% CI)",
-                           title=f"{task}, length {n}: does the error compound?")
+                           title=f"{task}, length {n}: does the error compound?", band=ci)
 
 
 # --------------------------------------------------------------------------------------------------
-# Command line
+# Command line (the parser and the config: latentar.commands.compare_discrete)
 # --------------------------------------------------------------------------------------------------
-def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="SFT vs scheduled sampling (linear, exponential, inverse sigmoid, fully annealed) vs BASH vs "
-                    "RAC vs relabelling vs unlikelihood vs REINFORCE / MIXER on synthetic byte seq2seq tasks: greedy "
-                    "exact match, the task checker and the exposure gap of a CharLM trained from scratch, per task, "
-                    "strategy, answer length and seed, with 95%% intervals and a verdict per published claim. "
-                    "Resumable: rerun the same command to finish an interrupted comparison; a rerun with other "
-                    "settings trains new cells beside the old ones.",
-        epilog="presets (values used unless an option overrides them):\n" + "\n".join(
-            f"  {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items()))
-    p.add_argument("--task", dest="tasks", default=None,
-                   help=f"comma-separated tasks from {','.join(TASKS)}; {','.join(COMPOUNDING)} compound "
-                        "(default: the preset's)")
-    p.add_argument("--len", dest="lengths", default=None,
-                   help="comma-separated answer lengths, bytes or steps (compounding tasks), e.g. 4,12 "
-                        "(default: the preset's)")
-    p.add_argument("--strategies", default=None,
-                   help=f"comma-separated strategies from {','.join(STRATEGIES)} (default: the preset's; relabel "
-                        "needs a compounding task)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..n-1 per cell (default: the preset's)")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                   help="budget: smoke (<= 2 min on CPU), quick (<= 15 min on 2 cores), standard (the README's "
-                        "table: chain and add_lsd at 6 and 10 steps, 7 arms, 84 cells, about 2 h on 2 cores), full "
-                        "(GPU) (default: quick)")
-    p.add_argument("--out", default="runs/discrete",
-                   help="output folder (default: runs/discrete). A rerun with the same settings resumes it; one with "
-                        "other settings (--steps, --lr, ...) trains new cells beside the old ones, and results.* "
-                        "show only the current settings' cells")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, ...")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per cell (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
-    p.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default: the preset's)")
-    p.add_argument("--num-train", type=int, default=None, help="training examples per cell (default: the preset's)")
-    p.add_argument("--num-test", type=int, default=None, help="held-out examples per length (default: the preset's)")
-    p.add_argument("--d-model", type=int, default=None, help="CharLM width (default: the preset's)")
-    p.add_argument("--depth", type=int, default=None, help="CharLM blocks (default: the preset's)")
-    p.add_argument("--num-heads", type=int, default=None, help="CharLM attention heads (default: the preset's)")
-    p.add_argument("--pos", default=None, choices=["learned", "rope"],
-                   help="CharLM positions: learned absolute table or rotary (default: learned)")
-    p.add_argument("--pool-size", type=int, default=None,
-                   help="BASH / RAC / relabel: sequences regenerated per pool (default: the preset's)")
-    p.add_argument("--warmup-frac", type=float, default=None,
-                   help="BASH / RAC / relabel / reinforce / mixer: share of the steps trained with SFT alone "
-                        "(default: 0.5)")
-    p.add_argument("--regen-frac", type=float, default=None,
-                   help="BASH / RAC / relabel: share of the steps between pool rebuilds (default: 0.25)")
-    p.add_argument("--beta", type=float, default=None, help="BASH: share of model samples in the pool (default: 0.2)")
-    p.add_argument("--ss-max", type=float, default=None,
-                   help="ss, ss_exp, ss_invsig: p at the end of training (default: 0.25; ss_anneal goes to 1)")
-    p.add_argument("--rac-fraction", type=float, default=None,
-                   help="RAC: share of SFT items formatted as f(x, y) -> y (default: 0.25)")
-    p.add_argument("--ul-alpha", type=float, default=None, help="unlikelihood: weight alpha (default: 1)")
-    p.add_argument("--rl-rows", type=int, default=None,
-                   help="reinforce / mixer: batch rows rolled out per step, >= 2 (default: 8)")
-    p.add_argument("--rl-start-share", type=float, default=None,
-                   help="mixer: sampled share of the answer after the warm-up, annealed to 1 (default: 0.25)")
-    p.add_argument("--rl-exact-bonus", type=float, default=None,
-                   help="reinforce / mixer: reward weight of an exact match vs correct-prefix credit (default: 0.5)")
-    p.add_argument("--rl-reward", choices=REWARDS, default=None,
-                   help="reinforce / mixer: correct-prefix credit ('prefix', default) or smoothed BLEU-4 ('bleu')")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return add_launch_args(p)
-
-
-def config_from_args(args: argparse.Namespace) -> CompareConfig:
-    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "num_train", "num_test", "d_model",
-                                               "depth", "num_heads", "pos", "pool_size", "warmup_frac", "regen_frac",
-                                               "beta", "ss_max", "rac_fraction", "ul_alpha", "rl_rows",
-                                               "rl_start_share", "rl_exact_bonus", "rl_reward", "seeds")}
-    if args.lengths is not None:
-        overrides["lengths"] = parse_list(args.lengths, int, "--len")
-    if args.tasks is not None:
-        overrides["tasks"] = parse_list(args.tasks, str, "--task")
-    if args.strategies is not None:
-        overrides["strategies"] = parse_list(args.strategies, str, "--strategies")
-    return CompareConfig.from_preset(args.preset, out=args.out, device=args.device, progress=not args.no_progress,
-                                     **overrides)
-
-
-def main(argv: list[str] | None = None, command: str = "compare discrete") -> int:
-    args = build_parser(f"latentar {command}").parse_args(argv)
-    cfg = config_from_args(args)
-    cfg.validate()   # every option checked before anything trains
-    rows = run(cfg, launch_options(args))
+def run_cli(args: argparse.Namespace, config: dict[str, Any], command: str = "compare discrete") -> int:
+    """Run the resolved ``config`` of ``latentar compare discrete`` (checked before: nothing has run)."""
+    cfg = CompareConfig.from_config(config, progress=not args.no_progress)
+    save_run(cfg.out, command, config, getattr(args, "argv", None))
+    rows = run(cfg, runner_options(args, config))
     print((Path(cfg.out) / "results.md").read_text())
     print(f"{len(rows)} cells; results in {cfg.out}/results.csv, results.md, verdicts.json, *.png")
     return 0

@@ -38,104 +38,39 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from latentar.cliargs import (ArgumentParser, UsageError, check_device, existing_dir, finite, out_dir, positive_int,
-                              unique)
-from latentar.diffusion.digits_space import SPACES, DigitsSpace, digits_space
+# The command line and the presets (torch-free, so `--help` is instant): latentar.commands.sweep_ip.
+from latentar.commands import runner_options
+from latentar.commands.sweep_ip import PRESETS, build_parser, main, resolve  # noqa: F401
+from latentar.configs import save_run
+from latentar.diffusion.digits_space import DigitsSpace, digits_space
 from latentar.diffusion.evaluate import fd_at_steps, reference_fds
-from latentar.diffusion.input_perturbation import IPDiffusionTrainer, check_gamma
-from latentar.diffusion.sampling import SAMPLERS
+from latentar.diffusion.input_perturbation import IPDiffusionTrainer
 from latentar.diffusion.unet import build_unet, ddpm_scheduler
-from latentar.sweeps.runner import (SweepRunner, add_launch_args, aggregate, cell_id, launch_options, parse_list,
-                                    settings_key)
+from latentar.sweeps.runner import SweepRunner, aggregate, cell_id, settings_key
 
 SAMPLE_SEED_OFFSET = 1000   # sampling noise seed = SAMPLE_SEED_OFFSET + training seed
 SETTINGS_NAME = "sweep.json"
 
 
-@dataclass(frozen=True)
-class Preset:
-    """Training / evaluation budget of one preset, and its default grid."""
-    unet: str
-    train_steps: int
-    batch_size: int
-    lr: float
-    warmup_steps: int
-    ema_decay: float | None
-    num_samples: int
-    gammas: str
-    steps: str
-    seeds: int
+# Presets: latentar/configs/presets/sweep_ip/<preset>.yaml (PRESETS: a read-only view of them).
 
 
-PRESETS: dict[str, Preset] = {
-    # Wiring check: a barely trained tiny UNet (its FD is still above noise); ~15 s of CPU time.
-    "smoke": Preset(unet="tiny", train_steps=40, batch_size=64, lr=2e-3, warmup_steps=0, ema_decay=None,
-                    num_samples=128, gammas="0,0.1", steps="5,10", seeds=1),
-    # The issue's measurement: ~80 s of training and ~15 s of sampling per model on one CPU core
-    # (~10 min for the default 2 gammas x 3 seeds); FD ~15 at 20 steps against ~320 for noise.
-    "quick": Preset(unet="tiny", train_steps=1000, batch_size=128, lr=2e-3, warmup_steps=50, ema_decay=0.995,
-                    num_samples=512, gammas="0,0.1", steps="5,10,20,50,100", seeds=3),
-    # Closer to convergence, the four gammas of Ning et al.'s ablation: ~15 min per model on CPU.
-    "full": Preset(unet="small", train_steps=5000, batch_size=128, lr=1e-3, warmup_steps=100, ema_decay=0.999,
-                   num_samples=1438, gammas="0,0.05,0.1,0.2", steps="5,10,20,50,100", seeds=3),
-}
-
-
-def build_parser(command: str = "sweep ip") -> argparse.ArgumentParser:
-    presets = "; ".join(f"{k}: {p.unet} UNet, {p.train_steps} training steps, {p.num_samples} samples, "
-                        f"gamma {p.gammas}, steps {p.steps}, {p.seeds} seed(s)" for k, p in PRESETS.items())
-    p = ArgumentParser(
-        prog=f"latentar {command}",
-        description="Train diffusers UNets on digits with input perturbation gamma (Ning et al. 2023, DDPM-IP) "
-                    "and measure digits FD against the number of sampling steps, one line per gamma. "
-                    "Writes results.csv, results.md and fd_vs_steps.png to --out; rerunning with the same "
-                    "settings resumes, with other settings adds new cells beside the old ones.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--gamma", default=None,
-                   help="comma-separated input-perturbation strengths >= 0 (0 = plain DDPM); default: the preset's")
-    p.add_argument("--steps", default=None,
-                   help="comma-separated numbers of sampling steps, each <= --num-train-timesteps; default: the preset's")
-    p.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="diffusers sampler used at every step count")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="number of training seeds (0..N-1) per gamma; default: the preset's")
-    p.add_argument("--eps-scale", default="1.0",
-                   help="comma-separated ADM-ES epsilon-scaling constants lambda (predicted eps / lambda at "
-                        "sampling, 1 = off, ~1.005 typical): the training-free comparison")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help=f"budget: {presets}")
-    p.add_argument("--space", default="pixel", choices=SPACES,
-                   help="pixel: 8x8 images; latent: the latents of --tokenizer, decoded before scoring")
-    p.add_argument("--tokenizer", default=None,
-                   help="directory of a tokenizer saved with SigmaVAE.save_pretrained (needed for --space latent)")
-    p.add_argument("--out", default=None,
-                   help="output directory; default runs/ip-<preset>-<space>. A rerun with the same settings resumes "
-                        "it; one with other settings (--train-steps, --samples, ...) trains and scores new cells "
-                        "beside the old ones, and results.* show only the current settings' cells")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-    p.add_argument("--train-steps", type=int, default=None, help="override the preset's optimizer steps per model")
-    p.add_argument("--samples", type=int, default=None, help="override the preset's number of samples scored per cell")
-    p.add_argument("--num-train-timesteps", type=int, default=1000, help="length T of the DDPM training schedule")
-    p.add_argument("--beta-schedule", default="linear", choices=("linear", "scaled_linear", "squaredcos_cap_v2"),
-                   help="diffusers beta schedule of the training scheduler")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return add_launch_args(p)
-
-
-def _settings(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
-    """Everything a trained model or a score depends on, besides the grid values."""
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """Everything a trained model or a score depends on, besides the grid values (of a resolved config)."""
+    tok = config["tokenizer"]
     return {
-        "preset": args.preset, "space": args.space,
-        "tokenizer": str(Path(args.tokenizer).resolve()) if args.tokenizer else None,
-        "tokenizer_files": _folder_digest(Path(args.tokenizer)) if args.tokenizer else None,
-        "unet": preset.unet, "train_steps": args.train_steps or preset.train_steps,
-        "batch_size": preset.batch_size, "lr": preset.lr, "warmup_steps": preset.warmup_steps,
-        "ema_decay": preset.ema_decay, "num_samples": args.samples or preset.num_samples,
-        "num_train_timesteps": args.num_train_timesteps, "beta_schedule": args.beta_schedule,
+        "preset": config["preset"], "space": config["space"],
+        "tokenizer": str(Path(tok).resolve()) if tok else None,
+        "tokenizer_files": _folder_digest(Path(tok)) if tok else None,
+        "unet": config["unet"], "train_steps": config["train_steps"],
+        "batch_size": config["batch_size"], "lr": config["lr"], "warmup_steps": config["warmup_steps"],
+        "ema_decay": config["ema_decay"], "num_samples": config["num_samples"],
+        "num_train_timesteps": config["num_train_timesteps"], "beta_schedule": config["beta_schedule"],
         "prediction_type": "epsilon",
     }
 
@@ -249,63 +184,29 @@ class IPCell:
                 "train_loss": m["train_loss"], "train_seconds": m["train_seconds"]}
 
 
-def output_dir(args: argparse.Namespace) -> Path:
-    return out_dir(args.out or f"runs/ip-{args.preset}-{args.space}")
-
-
-def parse_grid(args: argparse.Namespace) -> dict[str, Any]:
-    """Check every option; return gammas, steps, eps_scales and seeds, or raise a UsageError naming the option."""
-    preset = PRESETS[args.preset]
-    gammas = unique([check_gamma(g, "--gamma") for g in parse_list(preset.gammas if args.gamma is None else args.gamma,
-                                                                    float, "--gamma")], "--gamma")
-    T = positive_int(args.num_train_timesteps, "--num-train-timesteps", minimum=2)
-    steps = unique(parse_list(preset.steps if args.steps is None else args.steps, int, "--steps"), "--steps")
-    bad = [s for s in steps if not 1 <= s <= T]
-    if bad:
-        raise UsageError(f"--steps {bad} outside [1, {T}]: a sampler cannot take more steps than the "
-                         f"num_train_timesteps={T} the model is trained with; lower them or raise --num-train-timesteps")
-    eps_scales = unique([finite(e, "--eps-scale", minimum=0.0, strict=True)
-                         for e in parse_list(args.eps_scale, float, "--eps-scale")], "--eps-scale")
-    seeds = preset.seeds if args.seeds is None else positive_int(args.seeds, "--seeds")
-    for name, v in (("--train-steps", args.train_steps), ("--samples", args.samples)):
-        if v is not None:
-            positive_int(v, name, minimum=2)
-    if args.space == "latent" and not args.tokenizer:
-        raise UsageError("--space latent needs --tokenizer DIR (a SigmaVAE saved with save_pretrained)")
-    if args.space == "pixel" and args.tokenizer:
-        raise UsageError("--tokenizer is only used with --space latent")
-    if args.tokenizer:
-        existing_dir(args.tokenizer, "--tokenizer", must_contain="config.json")
-    check_device(args.device)
-    output_dir(args)
-    launch_options(args)
-    return {"gammas": gammas, "steps": steps, "eps_scales": eps_scales, "seeds": seeds}
-
-
-def run_sweep(args: argparse.Namespace, command: str = "sweep ip") -> list[dict[str, Any]]:
-    """Run (or resume) the sweep described by parsed ``args``; return the rows of results.csv."""
+def run_sweep(config: dict[str, Any], command: str = "sweep ip", argv: list[str] | None = None,
+              progress: bool = True, launch: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) the sweep of a resolved ``config`` (``latentar.commands.sweep_ip.resolve``);
+    return the rows of results.csv. ``launch``: ``SweepRunner``'s options (default the config's)."""
     from latentar.metrics.digits_classifier import load_digits_classifier
     from latentar.train import select_device
 
-    preset = PRESETS[args.preset]
-    grid = parse_grid(args)
-    gammas, steps, eps_scales, seeds = grid["gammas"], grid["steps"], grid["eps_scales"], grid["seeds"]
-    out = output_dir(args)
-    settings = _settings(args, preset)
+    out = Path(config["out"])
+    settings = _settings(config)
     _write_settings(out, settings)
-    device = select_device(args.device)
-    space = digits_space(args.space, args.tokenizer, device=device)
+    device = select_device(config["device"])
+    space = digits_space(config["space"], config["tokenizer"], device=device)
     classifier = load_digits_classifier(device)
-    progress = not args.quiet
-    run_cell = IPCell(out, settings, args.space, args.tokenizer, str(device), progress, space, classifier)
+    run_cell = IPCell(out, settings, config["space"], config["tokenizer"], str(device), progress, space, classifier)
 
-    cells = [{"gamma": g, "seed": s, "sampler": args.sampler, "eps_scale": e, "steps": n}
-             for g in gammas for s in range(seeds) for e in eps_scales for n in steps]
+    cells = [{"gamma": g, "seed": s, "sampler": config["sampler"], "eps_scale": e, "steps": n}
+             for g in config["gamma"] for s in range(config["seeds"]) for e in config["eps_scale"]
+             for n in config["steps"]]
     # the cells of one (gamma, seed) share its model: one worker trains it, then samples them in turn
-    runner = SweepRunner(out, progress=progress, settings=settings, **launch_options(args))
+    runner = SweepRunner(out, progress=progress, settings=settings, **(config["launch"] if launch is None else launch))
     rows = runner.run(cells, run_cell, desc="ip cells", group=lambda c: (c["gamma"], c["seed"]))
     refs = reference_fds(settings["num_samples"], classifier=classifier)
-    write_report(out, rows, refs, settings, f"latentar {command} " + " ".join(getattr(args, "argv", [])))
+    write_report(out, rows, refs, settings, f"latentar {command} " + " ".join(argv or []))
     return rows
 
 
@@ -344,18 +245,18 @@ def write_report(out: Path, rows: list[dict[str, Any]], refs: dict[str, float], 
             name = f"gamma={gamma:g}" + ("" if eps == 1.0 else f", eps_scale={eps:g}")
             series[name] = ([by_steps[s]["fd_mean"] for s in steps], [by_steps[s]["fd_std"] for s in steps])
         name = "fd_vs_steps.png" if len({k[0] for k in lines_by}) == 1 else f"fd_vs_steps_{sampler}.png"
-        save_lines(out / name, steps, series, xlabel="sampling steps",
-                   ylabel=f"digits FD ({settings['num_samples']} samples)",
-                   title=f"{sampler}, {settings['space']} space (real-data floor {refs['data']:.1f})", logx=True)
+        save_lines(out / name, steps, series, xlabel="sampling steps (log scale)",
+                   ylabel=f"digits FD of {settings['num_samples']} samples (lower is better)",
+                   title=f"FD vs sampling steps: {sampler}, {settings['space']} space (real-data floor "
+                         f"{refs['data']:.1f})", logx=True, band=f"mean ± std over {n_seeds} seeds")
 
 
-def main(argv: list[str] | None = None, command: str = "sweep ip") -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(command).parse_args(argv)
-    args.argv = argv
-    parse_grid(args)   # every option checked before anything trains
-    rows = run_sweep(args, command)
-    out = output_dir(args)
+def run_cli(args: argparse.Namespace, config: dict[str, Any], command: str = "sweep ip") -> int:
+    """Run the resolved ``config`` of ``latentar sweep ip`` (checked before: nothing has trained)."""
+    out = Path(config["out"])
+    save_run(out, command, config, getattr(args, "argv", None))
+    rows = run_sweep(config, command, getattr(args, "argv", None), progress=not args.quiet,
+                     launch=runner_options(args, config))
     print((out / "results.md").read_text())
     print(f"{len(rows)} rows: {out / 'results.csv'}; plot: {out / 'fd_vs_steps.png'}")
     return 0

@@ -40,7 +40,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,102 +48,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentar.cliargs import ArgumentParser, UsageError, check_device, finite, out_dir, positive_int, unique
+# The command line and the config (torch-free, so `--help` is instant) live in latentar.commands.compare_text.
+from latentar.commands.compare_text import (PRESETS, TEXT_STRATEGIES, TextCompareConfig, build_parser,  # noqa: F401
+                                            config_from_args, main)
+from latentar.commands import runner_options
+from latentar.configs import save_run
 from latentar.data.text import TextCorpus, text_snippets
 from latentar.exposure import ExposureTask
 from latentar.exposure.sequence_level import REWARDS
 from latentar.metrics.plots import save_lines
 from latentar.metrics.text import seq_rep_n
 from latentar.models.char_lm import CharLM
-from latentar.sweeps.discrete import EXPERT_STRATEGIES, STRATEGIES, build_strategy
-from latentar.sweeps.runner import SweepRunner, add_launch_args, launch_options, markdown_table, parse_list
+from latentar.sweeps.discrete import EXPERT_STRATEGIES, STRATEGIES, build_strategy  # noqa: F401
+from latentar.sweeps.runner import SweepRunner, markdown_table
 from latentar.sweeps.stats import mean_ci, paired_difference
 from latentar.train import Trainer
 
-TEXT_STRATEGIES = tuple(s for s in STRATEGIES if s not in EXPERT_STRATEGIES and s != "rac")
 LOOP_TAIL, LOOP_PERIOD = 16, 8
 METRICS = ("seq_rep_4", "distinct_4", "loop_rate", "nll_ref", "nll_own", "nll_gap")
 LOWER_IS_BETTER = {"seq_rep_4": True, "distinct_4": False, "loop_rate": True, "nll_ref": True, "nll_own": True,
                    "nll_gap": True}
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(strategies=["sft", "unlikelihood"], seeds=1, steps=20, batch_size=16, block_size=32, d_model=32,
-                  depth=1, num_heads=2, prompt_len=16, gen_lens=[8, 16], num_prompts=8, pool_size=16,
-                  max_bytes=200_000, ckpt_every=0),
-    "quick": dict(strategies=["sft", "ss", "bash", "unlikelihood", "mixer"], seeds=3, steps=400, batch_size=32,
-                  block_size=96, d_model=128, depth=2, num_heads=4, prompt_len=32, gen_lens=[16, 32, 64],
-                  num_prompts=64, pool_size=128, max_bytes=1_000_000, ckpt_every=100),
-    "full": dict(strategies=list(TEXT_STRATEGIES), seeds=3, steps=5000, batch_size=64, block_size=256, d_model=256,
-                 depth=6, num_heads=8, prompt_len=64, gen_lens=[32, 64, 128, 192], num_prompts=256,
-                 pool_size=1024, max_bytes=4_000_000, ckpt_every=500),
-}
-
-
-@dataclass
-class TextCompareConfig:
-    """Everything one text comparison depends on (fields shared with ``CompareConfig`` carry the
-    same meaning, so ``build_strategy`` reads either)."""
-
-    strategies: list[str] = field(default_factory=lambda: ["sft", "ss", "bash", "unlikelihood", "mixer"])
-    seeds: int = 3
-    preset: str = "quick"
-    out: str = "runs/text"
-    device: str = "auto"
-    steps: int = 400
-    batch_size: int = 32
-    lr: float = 2e-3
-    block_size: int = 96
-    max_bytes: int = 1_000_000
-    d_model: int = 128
-    depth: int = 2
-    num_heads: int = 4
-    pos: str = "learned"
-    prompt_len: int = 32
-    gen_lens: list[int] = field(default_factory=lambda: [16, 32, 64])
-    num_prompts: int = 64
-    pool_size: int = 128
-    ckpt_every: int = 100
-    warmup_frac: float = 0.5
-    regen_frac: float = 0.25
-    beta: float = 0.2
-    ss_max: float = 0.25
-    rac_fraction: float = 0.25       # unused (RAC needs a prompt / answer split); kept for build_strategy
-    ul_alpha: float = 1.0
-    rl_rows: int = 8
-    rl_start_share: float = 0.25
-    rl_exact_bonus: float = 0.5
-    rl_reward: str = "bleu"          # on text a sampled continuation almost never shares a prefix with the block
-    test_seed: int = 1000
-    progress: bool = True
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides: Any) -> "TextCompareConfig":
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-        return cls(preset=preset, **{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
-
-    def validate(self) -> None:
-        bad = [s for s in self.strategies if s not in TEXT_STRATEGIES]
-        if bad or not self.strategies:
-            raise UsageError(f"--strategies: {bad} cannot run on text; expected names from {', '.join(TEXT_STRATEGIES)}")
-        unique(self.strategies, "--strategies")
-        unique([positive_int(n, "--gen-len") for n in self.gen_lens], "--gen-len")
-        for name, minimum in (("seeds", 1), ("steps", 1), ("batch_size", 1), ("block_size", 2), ("max_bytes", 1),
-                              ("d_model", 1), ("depth", 1), ("num_heads", 1), ("prompt_len", 1), ("num_prompts", 2),
-                              ("pool_size", 1), ("ckpt_every", 0), ("rl_rows", 2)):
-            positive_int(getattr(self, name), "--" + name.replace("_", "-"), minimum=minimum)
-        if self.d_model % self.num_heads:
-            raise UsageError(f"--d-model {self.d_model} is not divisible by --num-heads {self.num_heads}")
-        if self.prompt_len + max(self.gen_lens) > self.block_size + 1:
-            raise UsageError(f"--prompt-len {self.prompt_len} + the longest --gen-len {max(self.gen_lens)} exceeds "
-                             f"--block-size {self.block_size} + 1: the continuation would reach positions the model "
-                             "never trained on")
-        finite(self.lr, "--lr", minimum=0.0, strict=True)
-        if self.rl_reward not in REWARDS:
-            raise UsageError(f"--rl-reward must be one of {', '.join(REWARDS)}, got {self.rl_reward!r}")
-        check_device(self.device)
-        out_dir(self.out)
-
+# Presets: latentar/configs/presets/compare_text/<preset>.yaml (PRESETS: a read-only view of them);
+# TextCompareConfig, its checks and the command line: latentar.commands.compare_text.
 
 NOT_SETTINGS = ("strategies", "seeds", "preset", "out", "device", "progress", "ckpt_every", "gen_lens")
 
@@ -301,8 +228,9 @@ def write_report(rows: list[dict[str, Any]], cfg: TextCompareConfig, out: Path) 
             vals = np.asarray([[float(r[f"{m}_L{x}"]) for x in Ls] for r in rows if r["strategy"] == s], dtype=float)
             if len(vals):
                 series[s] = (vals.mean(0), vals.std(0, ddof=1) if len(vals) > 1 else None)
-        save_lines(out / f"text_{m}.png", Ls, series, xlabel="generated bytes L", ylabel=f"{m} (mean ± std)",
-                   title=f"{m} against generation length", logx=True)
+        save_lines(out / f"text_{m}.png", Ls, series, xlabel="generated bytes L (log scale)",
+                   ylabel=f"{m} (mean ± std)", title=f"{m} against generation length", logx=True,
+                   band=f"mean ± std over {cfg.seeds} seeds")
     runner = SweepRunner(out, progress=False, settings=cell_settings(cfg))
     curves = {}
     for s in cfg.strategies:
@@ -318,54 +246,13 @@ def write_report(rows: list[dict[str, Any]], cfg: TextCompareConfig, out: Path) 
 
 
 # --------------------------------------------------------------------------------------------------
-# Command line
+# Command line (the parser and the config: latentar.commands.compare_text)
 # --------------------------------------------------------------------------------------------------
-def build_parser(prog: str = "latentar compare text") -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Long-form text: a CharLM per exposure strategy and seed on the standard library's sources; "
-                    "greedy continuations of held-out prompts scored by seq-rep-4, distinct-4, loop rate and the "
-                    "reference continuation's NLL under own versus reference prefixes, against generation length. "
-                    "Resumable: rerun the same command to finish an interrupted comparison.",
-        epilog="presets (values used unless an option overrides them):\n" + "\n".join(
-            f"  {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items()))
-    p.add_argument("--strategies", default=None,
-                   help=f"comma-separated strategies from {','.join(TEXT_STRATEGIES)} (default: the preset's)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..n-1 per strategy (default: the preset's)")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                   help="budget: smoke (seconds), quick (minutes on 2 cores), full (GPU) (default: quick)")
-    p.add_argument("--out", default="runs/text", help="output folder (default: runs/text); a rerun resumes it")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, ...")
-    p.add_argument("--gen-len", dest="gen_lens", default=None,
-                   help="comma-separated generation lengths L in bytes, e.g. 16,32,64 (default: the preset's)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per cell (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=None, help="blocks per step (default: the preset's)")
-    p.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default: 2e-3)")
-    p.add_argument("--block-size", type=int, default=None, help="training block in bytes (default: the preset's)")
-    p.add_argument("--prompt-len", type=int, default=None, help="held-out prompt bytes (default: the preset's)")
-    p.add_argument("--num-prompts", type=int, default=None, help="held-out prompts (default: the preset's)")
-    p.add_argument("--d-model", type=int, default=None, help="CharLM width (default: the preset's)")
-    p.add_argument("--depth", type=int, default=None, help="CharLM blocks (default: the preset's)")
-    p.add_argument("--num-heads", type=int, default=None, help="CharLM attention heads (default: the preset's)")
-    p.add_argument("--rl-reward", choices=REWARDS, default=None,
-                   help="reinforce / mixer: smoothed BLEU-4 of the sampled suffix ('bleu', default) or "
-                        "correct-prefix credit ('prefix', ~0 on free text)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return add_launch_args(p)
-
-
-def main(argv: list[str] | None = None, command: str = "compare text") -> int:
-    args = build_parser(f"latentar {command}").parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("seeds", "steps", "batch_size", "lr", "block_size", "prompt_len",
-                                               "num_prompts", "d_model", "depth", "num_heads", "rl_reward")}
-    if args.strategies is not None:
-        overrides["strategies"] = parse_list(args.strategies, str, "--strategies")
-    if args.gen_lens is not None:
-        overrides["gen_lens"] = parse_list(args.gen_lens, int, "--gen-len")
-    cfg = TextCompareConfig.from_preset(args.preset, out=args.out, device=args.device, progress=not args.no_progress,
-                                        **overrides)
-    cfg.validate()
-    rows = run(cfg, launch_options(args))
+def run_cli(args: argparse.Namespace, config: dict[str, Any], command: str = "compare text") -> int:
+    """Run the resolved ``config`` of ``latentar compare text`` (checked before: nothing has run)."""
+    cfg = TextCompareConfig.from_config(config, progress=not args.no_progress)
+    save_run(cfg.out, command, config, getattr(args, "argv", None))
+    rows = run(cfg, runner_options(args, config))
     print((Path(cfg.out) / "results.md").read_text())
     print(f"{len(rows)} cells; results in {cfg.out}/results.csv, results.md, *.png")
     return 0

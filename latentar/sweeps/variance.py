@@ -17,6 +17,10 @@ counts, the CFG scales; see ``latentar.sweeps.runner``), and records it in its `
 Rerunning into the same ``--out`` with the same settings skips finished cells and resumes an
 interrupted one; with other settings (say ``--steps 30``) it computes new cells beside the old
 ones, and results.csv, results.md and the plots show only the cells of the current settings.
+Each run keeps its resolved config in ``out/config.yaml`` (the preset's values, from
+``latentar/configs/presets/sweep_variance/<preset>.yaml``, under the options given; ``--cfg-dump``
+prints it and runs nothing, ``--config out/config.yaml --out NEW`` runs it again) and
+``out/run.json`` (the command line, the latentar version and git commit).
 
 The published expectation tested here (LatentLM, Fig. 6): without CFG, AR quality improves with
 tokenizer variance while the non-AR control stays flat; with CFG, the curves become U-shaped.
@@ -28,7 +32,6 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,65 +39,23 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from latentar.cliargs import ArgumentParser, UsageError, check_device, finite, out_dir, positive_int, unique
+# The command line, the presets and SweepConfig (torch-free, so `--help` is instant): latentar.commands.sweep_variance.
+from latentar.commands.sweep_variance import (GENERATORS, PRESETS, STRATEGIES, TOKENIZERS, SweepConfig,  # noqa: F401
+                                              build_parser, config_from_args, main, preset_for, sweep_config)
+from latentar.commands import runner_options
+from latentar.configs import save_run
 from latentar.data.cache import build_once
-from latentar.diffusion.sampling import SAMPLERS
+from latentar.diffusion.sampling import SAMPLERS  # noqa: F401
 from latentar.generation import (LatentSequences, SamplingConfig, build_generator, encode_for_ar,
                                  held_out_exposure, sample_and_score)
 from latentar.metrics.domains import make_domain
-from latentar.sweeps.runner import (SweepRunner, add_launch_args, aggregate, launch_options, markdown_table, parse_list,
-                                   settings_key)
+from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table, settings_key
 from latentar.sweeps.verdicts import COMPETENT_ACC, claim_verdicts, comparison_rows
 
-GENERATORS = ("gmm", "diffusion", "joint")  # the sweep's; latentar.generation also has mse
-STRATEGIES = ("tf", "ss", "noise", "bash")
+# Budgets per preset: latentar/configs/presets/sweep_variance/<preset>.yaml (PRESETS: a read-only view);
+# every arm gets the same optimizer steps, batch and learning rate (the budget rule results.md states).
+# GENERATORS, STRATEGIES, TOKENIZERS (the families SigmaVAE, VAE, AE and their knobs): latentar.commands.sweep_variance.
 
-# Budgets per preset. Options given on the command line override the list-valued ones. Every arm gets
-# the same optimizer steps, batch and learning rate (the budget rule results.md states). The diffusion
-# head repeats each token `diffusion_batch_mul` times per step (4, as MAR and LatentLM; measured on
-# the quick budget: FD 30.9 with 4 copies vs 83.4 with 1 at 400 steps). `diffusion_process` sets the
-# diffusion parameterisation per diffusion arm: both predict v with "trailing" spacing. Measured at
-# 400 steps, lr 5e-3, C_sigma 0, one seed: JointDiffusion's class accuracy at CFG 3 is 0.99 (0.52
-# predicting eps; 0.10 at lr 2e-3), the competent control LatentLM's comparison needs; the diffusion
-# head's FD without CFG is 16.0 (30.9 predicting eps). The strategies run on `strategy_generators`.
-_V = {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}
-DIFFUSION_V = {"joint": _V, "diffusion": _V}
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(c_sigma=[0.0, 0.5], generators=["gmm", "joint"], strategies=["tf", "ss"], seeds=1,
-                  cfg=[1.0, 3.0], tok_steps=150, gen_steps=120, d_model=64, depth=2, num_heads=4,
-                  posterior_draws=2, num_samples=200, sampling_steps=10, batch_size=64, audio_seconds=0.512, lr=5e-3,
-                  diffusion_batch_mul=1, strategy_generators=["gmm"], tokenizers=["sigma_vae"], beta=[1e-3],
-                  sampler="ddpm", temperature=1.0, diffusion_process=DIFFUSION_V),
-    # quick: what `make demo` runs, <= 15 min on 2 cores. Three C_sigma points are the fewest that show a
-    # U shape; measured 9.1 min on 2 workers from an empty cache (33 cells; 4 points took 22.9 min).
-    "quick": dict(c_sigma=[0.0, 0.5, 1.0], generators=["gmm", "diffusion", "joint"],
-                  strategies=["tf", "ss", "noise"], seeds=3, cfg=[1.0, 3.0], tok_steps=400, gen_steps=400,
-                  d_model=64, depth=2, num_heads=4, posterior_draws=2, num_samples=200, sampling_steps=10,
-                  batch_size=128, audio_seconds=1.024, lr=5e-3, diffusion_batch_mul=4, strategy_generators=["gmm"],
-                  tokenizers=["sigma_vae"], beta=[1e-4, 1e-3, 1e-2], sampler="ddpm", temperature=1.0,
-                  diffusion_process=DIFFUSION_V),
-    # standard: the README's run, MNIST (49 tokens of 8 dims) then speech (64 frames of 16 dims), sized for
-    # <= 60 min on 2 cores in all. On MNIST the diffusion head (4 noised copies of 49 tokens per step, ~3x
-    # a GMM step) does not fit that budget beside 3 seeds: it runs on speech here and on MNIST in `full`.
-    # `per_data` adjusts the budget to the data (speech has no classes, so no CFG and no class accuracy).
-    "standard": dict(c_sigma=[0.0, 0.5, 1.0], generators=["gmm", "joint"], strategies=["tf", "ss"], seeds=3,
-                     cfg=[1.0, 3.0], tok_steps=600, gen_steps=1200, d_model=64, depth=2, num_heads=4,
-                     posterior_draws=2, num_samples=200, sampling_steps=10, batch_size=128, audio_seconds=1.024,
-                     lr=5e-3, diffusion_batch_mul=4, strategy_generators=["gmm"], tokenizers=["sigma_vae"],
-                     beta=[1e-4, 1e-3, 1e-2], sampler="ddpm", temperature=1.0, diffusion_process=DIFFUSION_V,
-                     per_data={"speech": dict(generators=["gmm", "diffusion", "joint"], cfg=[1.0], tok_steps=250,
-                                              gen_steps=300, batch_size=32, num_samples=128)}),
-    "full": dict(c_sigma=[0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5], generators=["gmm", "diffusion", "joint"],
-                 strategies=["tf", "ss", "noise", "bash"], seeds=3, cfg=[1.0, 2.0, 3.0, 4.0], tok_steps=4000,
-                 gen_steps=6000, d_model=256, depth=6, num_heads=8, posterior_draws=8, num_samples=1000,
-                 sampling_steps=50, batch_size=256, audio_seconds=2.048, lr=1e-3, diffusion_batch_mul=4,
-                 strategy_generators=["gmm", "diffusion"], tokenizers=["sigma_vae"], beta=[1e-5, 1e-4, 1e-3, 1e-2],
-                 sampler="ddpm", temperature=1.0, diffusion_process=DIFFUSION_V),
-}
-# Tokenizer families and the knob each is swept along: SigmaVAE's fixed noise C_sigma (LatentLM),
-# the VAE's KL weight beta (GIVT's trade: higher beta, worse reconstruction, easier AR modelling),
-# and the deterministic AE (no knob: one point, the C_sigma = 0 end of both).
-TOKENIZERS = ("sigma_vae", "vae", "ae")
 # Image tokenizers other than the 8x8 preset: MNIST 28x28 -> a 7x7 grid (49 tokens of 8 dims); narrow
 # channels keep a step at ~0.25 s on one core (800 steps: PSNR 27.7 dB, reconstruction FD 7.6).
 IMAGE_NETWORKS = {"mnist": {"latent_dim": 8, "channels": [8, 16], "strides": [2, 2]}}
@@ -102,24 +63,6 @@ IMAGE_NETWORKS = {"mnist": {"latent_dim": 8, "channels": [8, 16], "strides": [2,
 # frames); tokenizers train on 0.512 s random windows (latentar.tokenizers.crops), AR models on whole clips.
 AUDIO_RATE = 16000
 AUDIO_TRAIN_CROP, AUDIO_TRAIN_BATCH = 8192, 16  # ~0.5 s per tokenizer step on one core (bench/audio_tokenizer.py)
-
-
-@dataclass
-class SweepConfig:
-    preset: str = "quick"
-    data: str = "digits"
-    out: Path = Path("runs/sweep")
-    device: str = "auto"
-    c_sigma: list[float] = field(default_factory=list)
-    generators: list[str] = field(default_factory=list)
-    strategies: list[str] = field(default_factory=list)
-    strategy_c_sigma: float = 0.5
-    tokenizers: list[str] = field(default_factory=lambda: ["sigma_vae"])
-    beta: list[float] = field(default_factory=list)
-    seeds: int = 1
-    cfg: list[float] = field(default_factory=list)
-    budget: dict[str, Any] = field(default_factory=dict)
-    launch: dict[str, Any] = field(default_factory=dict)   # SweepRunner: workers, launcher, submitit
 
 
 # --------------------------------------------------------------------------------------------------
@@ -348,14 +291,22 @@ class VarianceSweep:
 
     def plot(self, agg: list[dict[str, Any]]) -> None:
         """fd_vs_c_sigma.png: FD against C_sigma (SigmaVAE, solid, bottom axis) and against the KL
-        weight beta (VAE, dashed, top log axis), the AE as a dotted level; one panel per CFG scale."""
+        weight beta (VAE, dashed, top log axis), the AE as a dotted level; one panel per CFG scale.
+        Error bars: ± the sample std over seeds (``aggregate``), their count in the legend."""
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
         tf = [r for r in agg if r["strategy"] == "tf"]
         cfgs = [c for c in self.cfg.cfg if any(f"fd_cfg{c:g}_mean" in r for r in tf)]
-        fig, axes = plt.subplots(1, len(cfgs), figsize=(4.6 * len(cfgs), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(cfgs), figsize=(max(6.0, 4.6 * len(cfgs)), 5.2), squeeze=False)
         colors = {g: f"C{i}" for i, g in enumerate(self.cfg.generators)}
+        seeds = sorted({int(r["n"]) for r in tf})
+        n_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        bars = Line2D([], [], color="0.3", marker="|", markersize=12, linestyle="none",
+                      label=f"error bars: mean ± std over {n_text} seeds" if seeds[-1] > 1
+                      else "1 seed: no error bars")
+        legend: dict[str, Any] = {}   # label -> handle, one figure legend for every panel
         for ax, c in zip(axes[0], cfgs):
             key = f"fd_cfg{c:g}"
             top = ax.twiny() if "vae" in self.cfg.tokenizers else None
@@ -370,37 +321,53 @@ class VarianceSweep:
                 if vae and top is not None:
                     xs, ys, es = zip(*vae)
                     top.errorbar(xs, ys, yerr=es, marker="s", capsize=3, linestyle="--", color=colors[gen],
-                                 label=f"{gen}, VAE (top axis: beta)")
+                                 label=f"{GEN_LABELS.get(gen, gen)}, VAE (top axis: beta)")
                 for r in mine:
                     if r["tokenizer"] == "ae":
-                        ax.axhline(r[f"{key}_mean"], linestyle=":", color=colors[gen], label=f"{gen}, AE")
+                        ax.axhline(r[f"{key}_mean"], linestyle=":", color=colors[gen],
+                                   label=f"{GEN_LABELS.get(gen, gen)}, AE")
             if top is not None:
                 top.set_xscale("log")
-                top.set_xlabel("VAE KL weight beta (dashed)")
-                top.legend(fontsize=7, loc="upper right")
-            ax.set_xlabel("SigmaVAE C_sigma (solid)")
-            ax.set_ylabel("FD (lower is better)")
+                top.set_xlabel("VAE KL weight beta (dashed, log scale)", fontsize=8)
+            ax.set_xlabel("SigmaVAE noise scale C_sigma (solid)")
+            ax.set_ylabel(f"FD of {self.b['num_samples']} samples (lower is better)")
             ax.set_title("without CFG" if c == 1.0 else f"with CFG (scale {c:g})", fontsize=9)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left")
-        fig.tight_layout()
+            for a in (ax, top) if top is not None else (ax,):
+                for h, lab in zip(*a.get_legend_handles_labels()):
+                    legend.setdefault(lab, h)
+        legend[bars.get_label()] = bars
+        rows = -(-len(legend) // 3)
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(3, len(legend)), fontsize=7,
+                   frameon=False)
+        fig.suptitle(f"Generation FD against tokenizer variance ({self.cfg.data}, teacher forcing)", fontsize=10)
+        fig.tight_layout(rect=(0, min(0.45, 0.045 * rows + 0.02), 1, 1))
         fig.savefig(self.out / "fd_vs_c_sigma.png", dpi=120)
         plt.close(fig)
 
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        fig, ax = plt.subplots(figsize=(6, 4))
         points = []
         for r in tf:
             pt = (r["tokenizer"], r["c_sigma"], r["beta"])
             if pt not in [q[0] for q in points]:
                 points.append((pt, r["recon_fd_mean"], r["recon_psnr_mean"]))
         names = [_point_name(pt) for pt, _, _ in points]
-        ax.bar(range(len(points)), [fd for _, fd, _ in points], color="tab:blue", alpha=0.7, label="reconstruction FD")
+        fd_color, psnr_color = "tab:blue", "tab:orange"
+        bar = ax.bar(range(len(points)), [fd for _, fd, _ in points], color=fd_color, alpha=0.7,
+                     label="reconstruction FD (left axis, lower is better)")
         ax.set_xticks(range(len(points)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_ylabel("FD of reconstructions (ceiling)")
+        ax.set_xlabel("tokenizer")
+        ax.set_ylabel("FD of test reconstructions", color=fd_color)
+        ax.tick_params(axis="y", colors=fd_color)
         ax2 = ax.twinx()
-        ax2.plot(range(len(points)), [ps for _, _, ps in points], "s", color="tab:orange", label="PSNR")
-        ax2.set_ylabel("PSNR (dB)")
-        ax.set_title("tokenizer reconstruction ceiling")
+        psnr, = ax2.plot(range(len(points)), [ps for _, _, ps in points], "s", color=psnr_color, markersize=8,
+                         label="PSNR (right axis, dB, higher is better)")
+        ax2.set_ylabel("PSNR of test reconstructions (dB)", color=psnr_color)
+        ax2.tick_params(axis="y", colors=psnr_color)
+        ax2.spines["left"].set_color(fd_color)
+        ax2.spines["right"].set_color(psnr_color)
+        ax.legend(handles=[bar, psnr], fontsize=7, loc="upper left")
+        ax.set_title("Tokenizer reconstruction ceiling: decode(encode(x)) on the test split", fontsize=9)
         fig.tight_layout()
         fig.savefig(self.out / "reconstruction_ceiling.png", dpi=120)
         plt.close(fig)
@@ -410,16 +377,17 @@ class VarianceSweep:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(4.5, 3.4))
+        fig, ax = plt.subplots(figsize=(5, 3.8))
         for pt in points:
             rep = json.loads((self.tokenizer_dir(pt) / "report.json").read_text())
             tol = rep.get("tolerance") or {}
             if tol:
+                unit = " (dB)" if tol["metric"] in ("psnr", "si_snr") else ""
                 ax.plot(tol["radii"], tol[tol["metric"]], marker="o", label=_point_name(pt))
-                ax.set_ylabel(f"{tol['metric']} of decode(mu + delta * eps)")
+                ax.set_ylabel(f"{tol['metric']}{unit} of decode(mu + delta * std * eps)")
         ax.set_xlabel("latent perturbation radius delta (x latent std)")
-        ax.set_title("decoder tolerance")
-        ax.legend(fontsize=7)
+        ax.set_title("Decoder tolerance: reconstruction quality as latent noise grows", fontsize=9)
+        ax.legend(fontsize=7, title="tokenizer", title_fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(self.out / "decoder_tolerance.png", dpi=120)
@@ -430,23 +398,30 @@ class VarianceSweep:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
         picked = [r for r in rows if r["tokenizer"] == "sigma_vae" and r["c_sigma"] == self.cfg.strategy_c_sigma
                   and r["seed"] == 0 and r["generator"] != "joint"]
         files = [(r, self.runner.cell_dir({k: r[k] for k in CELL_KEYS}) / "exposure.json") for r in picked]
         files = [(r, f) for r, f in files if f.exists()]
         if not files:
             return
-        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        strategy_names = {"tf": "teacher forcing", "ss": "scheduled sampling", "noise": "context noise", "bash": "BASH"}
+        fig, ax = plt.subplots(figsize=(8.5, 4.2))
         for r, f in files:
             d = json.loads(f.read_text())
             arr = {k: np.array(d[k], dtype=float) for k in ("positions", "fd_own", "fd_gt")}  # None -> nan
-            line, = ax.plot(arr["positions"], arr["fd_own"], label=f"{r['generator']}/{r['strategy']}")
+            name = f"{GEN_LABELS.get(r['generator'], r['generator'])}, {strategy_names.get(r['strategy'], r['strategy'])}"
+            line, = ax.plot(arr["positions"], arr["fd_own"], label=name)
             ax.plot(arr["positions"], arr["fd_gt"], linestyle="--", color=line.get_color(), alpha=0.6)
-        ax.set_xlabel("position")
-        ax.set_ylabel("per-position FD of latents")
-        ax.set_title(f"exposure at C_sigma={self.cfg.strategy_c_sigma:g} (solid: own prefix, dashed: ground truth)",
-                     fontsize=8)
-        ax.legend(fontsize=7)
+        styles = [Line2D([], [], color="0.3", linestyle="-", label="own prefix (free-running)"),
+                  Line2D([], [], color="0.3", linestyle="--", alpha=0.6, label="ground-truth prefix")]
+        ax.set_xlabel("token position t")
+        ax.set_ylabel("FD of generated latents at t vs held-out")
+        ax.set_title(f"Exposure bias at C_sigma={self.cfg.strategy_c_sigma:g}: per-position FD (seed 0)", fontsize=9)
+        handles, _ = ax.get_legend_handles_labels()
+        ax.legend(handles=handles + styles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  title="colour: arm; line style: prefix", title_fontsize=7)
+        ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(self.out / "exposure_curves.png", dpi=120)
         plt.close(fig)
@@ -491,113 +466,12 @@ def _short(cell: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Command line
+# Command line (the parser, the presets and the config: latentar.commands.sweep_variance)
 # --------------------------------------------------------------------------------------------------
-def build_parser(command: str = "sweep variance") -> argparse.ArgumentParser:
-    p = ArgumentParser(prog=f"latentar {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="budget: smoke (~2 min, tests), quick (make demo: digits, <= 15 min on 2 CPU cores, 3 seeds), "
-                        "standard (the README's run: --data mnist then --data speech, <= 60 min on 2 cores in all; "
-                        "make standard), full (GPU)")
-    p.add_argument("--tokenizer", help=f"comma-separated tokenizer families, a subset of {','.join(TOKENIZERS)} "
-                                       "(default sigma_vae): SigmaVAE swept along --c-sigma, VAE along --beta, AE one point")
-    p.add_argument("--c-sigma", help="comma-separated SigmaVAE noise scales, e.g. 0,0.1,0.25,0.5,1.0 (default: preset's)")
-    p.add_argument("--beta", help="comma-separated VAE KL weights (GIVT's knob), e.g. 1e-4,1e-3,1e-2 (default: preset's)")
-    p.add_argument("--sampler", choices=SAMPLERS, help="reverse-diffusion sampler of every diffusion arm (default ddpm)")
-    p.add_argument("--sampling-steps", type=int, help="sampling steps of every diffusion arm (default: preset's)")
-    p.add_argument("--temperature", type=float,
-                   help="sampling temperature of every arm (default 1): GMM component scales, diffusion per-step "
-                        "noise (MAR's convention); values other than 1 need --sampler ddpm")
-    p.add_argument("--generators", help=f"comma-separated subset of {','.join(GENERATORS)} (default: preset's)")
-    p.add_argument("--strategies", help=f"comma-separated subset of {','.join(STRATEGIES)}, run at --strategy-c-sigma "
-                                        "on the AR generators (default: preset's)")
-    p.add_argument("--strategy-generators", help="comma-separated AR generators (gmm, diffusion) the strategies run on "
-                                                 "(default: preset's: gmm for smoke/quick, gmm,diffusion for full)")
-    p.add_argument("--strategy-c-sigma", type=float, default=0.5, help="C_sigma at which strategies are compared (0.5)")
-    p.add_argument("--seeds", type=int, help="number of seeds per cell (default: preset's)")
-    p.add_argument("--cfg", help="comma-separated CFG scales >= 0; 1 means no guidance (default: 1,3)")
-    p.add_argument("--data", default="digits",
-                   help="digits (8x8, 16 tokens) | mnist (28x28, 49 tokens) | speech | wavfolder:PATH (default digits)")
-    p.add_argument("--out", default="runs/sweep",
-                   help="output directory (default runs/sweep). A rerun with the same settings resumes it; one with "
-                        "other settings (steps, CFG scales, data, ...) trains new cells and tokenizers beside the old "
-                        "ones, and results.csv / results.md / the plots show only the current settings' cells")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--steps", type=int, help="override the generator's training steps (>= 1)")
-    p.add_argument("--tok-steps", type=int, help="override the tokenizer's training steps (>= 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_launch_args(p)
-    return p
-
-
-def _names(text: str | None, default: list[str], choices, option: str, what: str) -> list[str]:
-    """A comma-separated list of names from ``choices``, each once; the preset's when not given."""
-    names = unique(parse_list(text, str, option), option) if text is not None else list(default)
-    for n in names:
-        if n not in choices:
-            raise UsageError(f"{option}: unknown {what} {n!r}; choose from {', '.join(choices)}")
-    return names
-
-
-def _scales(text: str | None, default: list[float], option: str) -> list[float]:
-    """A comma-separated list of finite numbers >= 0, each once; the preset's when not given."""
-    if text is None:
-        return list(default)
-    return unique([finite(v, option, minimum=0.0) for v in parse_list(text, float, option)], option)
-
-
-def preset_for(name: str, data: str) -> dict[str, Any]:
-    """Preset ``name``'s settings for ``data``: its ``per_data`` entry for the data's kind (digits,
-    mnist, speech; a wav folder counts as speech) laid over the rest."""
-    preset = dict(PRESETS[name])
-    per_data = preset.pop("per_data", {})
-    return {**preset, **per_data.get("speech" if data.startswith("wavfolder:") else data, {})}
-
-
-def config_from_args(args: argparse.Namespace) -> SweepConfig:
-    """The resolved sweep configuration, or a UsageError naming the first bad option (nothing runs before)."""
-    preset = preset_for(args.preset, args.data)
-    tokenizers = _names(args.tokenizer, preset["tokenizers"], TOKENIZERS, "--tokenizer", "tokenizer")
-    c_sigma = _scales(args.c_sigma, preset["c_sigma"], "--c-sigma")
-    beta = _scales(args.beta, preset["beta"], "--beta")
-    strategy_c_sigma = finite(args.strategy_c_sigma, "--strategy-c-sigma", minimum=0.0)
-    generators = _names(args.generators, preset["generators"], GENERATORS, "--generators", "generator")
-    strategies = _names(args.strategies, preset["strategies"], STRATEGIES, "--strategies", "strategy")
-    cfg = _scales(args.cfg, preset["cfg"], "--cfg")
-    seeds = positive_int(args.seeds, "--seeds") if args.seeds is not None else preset["seeds"]
-    if args.data.startswith("wavfolder:"):
-        folder = args.data.split(":", 1)[1]
-        if not Path(folder).expanduser().is_dir():
-            raise UsageError(f"--data {args.data}: wav folder {folder!r} does not exist")
-    elif args.data not in ("digits", "mnist", "speech"):
-        raise UsageError(f"--data must be digits, mnist, speech or wavfolder:PATH, got {args.data!r}")
-    budget = {k: v for k, v in preset.items()
-              if k not in ("c_sigma", "beta", "tokenizers", "generators", "strategies", "seeds", "cfg")}
-    if args.sampler is not None:
-        budget["sampler"] = args.sampler
-    if args.sampling_steps is not None:
-        budget["sampling_steps"] = positive_int(args.sampling_steps, "--sampling-steps")
-    if args.temperature is not None:
-        budget["temperature"] = finite(args.temperature, "--temperature", minimum=0.0)
-    try:
-        SamplingConfig(budget["sampler"], budget["sampling_steps"], float(budget["temperature"]))
-    except ValueError as e:
-        raise UsageError(f"--sampler/--sampling-steps/--temperature: {e}") from None
-    budget["strategy_generators"] = _names(args.strategy_generators, budget["strategy_generators"],
-                                           ("gmm", "diffusion"), "--strategy-generators", "AR generator")
-    if args.steps is not None:
-        budget["gen_steps"] = positive_int(args.steps, "--steps")
-    if args.tok_steps is not None:
-        budget["tok_steps"] = positive_int(args.tok_steps, "--tok-steps")
-    return SweepConfig(preset=args.preset, data=args.data, out=out_dir(args.out), device=check_device(args.device),
-                       tokenizers=tokenizers, beta=beta, c_sigma=c_sigma, generators=generators, strategies=strategies,
-                       strategy_c_sigma=strategy_c_sigma,
-                       seeds=seeds, cfg=cfg, budget=budget, launch=launch_options(args))
-
-
-def main(argv: list[str] | None = None, command: str = "sweep variance") -> int:
-    args = build_parser(command).parse_args(argv)
-    cfg = config_from_args(args)
+def run_cli(args: argparse.Namespace, config: dict[str, Any], command: str = "sweep variance") -> int:
+    """Run the resolved ``config`` of ``latentar sweep variance`` (checked before: nothing has run)."""
+    cfg = sweep_config(config, runner_options(args, config))
+    save_run(cfg.out, command, config, getattr(args, "argv", None))
     t0 = time.perf_counter()
     VarianceSweep(cfg).run(progress=not args.quiet)
     print(f"variance sweep done in {time.perf_counter() - t0:.0f} s")

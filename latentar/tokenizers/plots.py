@@ -30,7 +30,8 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 
 def plot_tolerance(reports: Mapping[str, Mapping[str, Any]] | Mapping[str, Any], path: str | os.PathLike,
-                   metric: str | None = None, title: str = "decoder tolerance") -> Path:
+                   metric: str | None = None,
+                   title: str = "Decoder tolerance: reconstruction quality as latent noise grows") -> Path:
     """Score against noise radius, one line per report (``{label: report}`` or a single report)."""
     from latentar.metrics.plots import save_lines
 
