@@ -293,6 +293,7 @@ def test_a_smoke_run_rerun_from_its_saved_config_gives_the_same_results(tmp_path
     assert cli.main(["compare", "text", "--preset", "smoke", "--device", "cpu", "--workers", "1", "--no-progress",
                      "--out", str(a)]) == 0
     assert (a / "config.yaml").is_file() and (a / "run.json").is_file()
+    assert "results.csv" in (a / "index.html").read_text()  # every finished run writes its report page
     assert cli.main(["compare", "text", "--config", str(a / "config.yaml"), "--out", str(b), "--no-progress"]) == 0
     capsys.readouterr()
     rows_a, rows_b = _rows_without_timings(a / "results.csv"), _rows_without_timings(b / "results.csv")

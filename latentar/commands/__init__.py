@@ -33,7 +33,8 @@ def run_command_line(argv: list[str] | None, command: str, build_parser: Callabl
                      run: str, resolve: Callable[[argparse.Namespace], dict[str, Any]] | None = None) -> int:
     """Parse ``argv`` (``--help`` ends here, torch never imported), resolve the config (``resolve``;
     ``--cfg-dump`` prints it and ends here), apply ``--threads``, then import ``run``
-    (``"module:function"``) and return ``function(args, config, command)``."""
+    (``"module:function"``) and return ``function(args, config, command)``; a run that succeeds
+    with an output folder ends by writing its ``index.html`` (:func:`latentar.report.write_report`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(command).parse_args(argv)
     args.argv = argv
@@ -44,7 +45,15 @@ def run_command_line(argv: list[str] | None, command: str, build_parser: Callabl
         return 0
     use_threads(args.threads)
     module, _, function = run.partition(":")
-    return int(getattr(importlib.import_module(module), function)(args, config, command) or 0)
+    rc = int(getattr(importlib.import_module(module), function)(args, config, command) or 0)
+    out = (config or {}).get("out")
+    if rc == 0 and out and Path(out).is_dir():  # every finished run gets its page (latentar report)
+        from latentar.report import write_report
+        try:
+            print(f"report: {write_report(out)}", file=sys.stderr)
+        except UsageError:  # nothing the page could show (no results, no cells)
+            pass
+    return rc
 
 
 def module_docstring(module: str, default: str = "") -> str:
