@@ -150,7 +150,9 @@ def test_worker_processes_draw_no_bars_unless_verbose(tmp_path):
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     quiet, verbose = p.stderr.split("=== verbose=True")
-    assert "toysweep" in quiet and "2/2" in quiet and ("k=0" in quiet or "k=1" in quiet)
+    # (the running cells' names reach the bar at its next refresh, so whether a 2-second cell shows is
+    # timing; test_sweep_bar_names_the_running_cell_and_hides_cell_bars checks the names in-process)
+    assert "toysweep" in quiet and "2/2" in quiet
     assert "tinyfit:" not in quiet, quiet[-2000:]     # the workers drew no bar of their own
     assert "tinyfit:" in verbose, verbose[-2000:]     # --verbose: they do
     assert "wandb imported: False" in p.stdout
