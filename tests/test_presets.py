@@ -18,6 +18,8 @@ from latentar import cli
 from latentar.commands import compare_discrete, compare_text, softprompt, sweep_ip, sweep_variance
 from latentar.configs import PRESETS_DIR, load_preset, preset_names, read_yaml, save_run
 
+ROOT = Path(__file__).resolve().parents[1]
+
 COMMANDS = {  # preset folder -> (command words, the light module of its command line)
     "sweep_variance": (["sweep", "variance"], sweep_variance),
     "sweep_ip": (["sweep", "ip"], sweep_ip),
@@ -189,6 +191,17 @@ def test_cell_keys_do_not_depend_on_preset_or_config(recorded, tmp_path):
     as_options = ["--task", "running_sum", "--len", "3,6", "--seeds", "1", "--steps", str(smoke["steps"]),
                   "--lr", "0.001", "--batch-size", "32"]
     assert recorded(argv[:-8] + as_options + argv[-8:]) == key
+
+
+def test_a_run_from_before_config_yaml_reruns_from_its_config_json(recorded, tmp_path):
+    """docs/discrete/*/config.json were written by compare discrete before config.yaml existed (with
+    its display-only ``progress`` key): --config reads them, to the cells of the same settings typed out."""
+    from_json = recorded(["compare", "discrete", "--config", str(ROOT / "docs/discrete/quick/config.json"),
+                          "--out", str(tmp_path / "a")])
+    typed = recorded(["compare", "discrete", "--preset", "quick", "--task", "running_sum", "--len", "8,16",
+                      "--strategies", "sft,ss,bash,relabel,mixer", "--steps", "500", "--device", "cpu",
+                      "--out", str(tmp_path / "b")])
+    assert from_json == typed
 
 
 # --------------------------------------------------------------------------------------------------

@@ -91,6 +91,11 @@ def start_config(args: argparse.Namespace, defaults: Mapping[str, Any],
     return {"preset": name, **defaults, **base, **saved}
 
 
+# Keys that an earlier run's config.json (written by the sweeps before config.yaml existed) holds but
+# that change no result: dropped on reading, so ``--config OLD_RUN/config.json`` reruns that run.
+DISPLAY_ONLY = ("progress",)
+
+
 def load_saved_config(path: str, known: set[str] | None = None) -> dict[str, Any]:
     """A saved config (``OUT/config.yaml``) as a dict, or a UsageError naming what is wrong with it."""
     from latentar.configs import read_yaml
@@ -104,6 +109,8 @@ def load_saved_config(path: str, known: set[str] | None = None) -> dict[str, Any
         raise UsageError(f"--config {path!r} is not a readable YAML config: {' '.join(str(e).split())}") from None
     if not isinstance(saved, dict):
         raise UsageError(f"--config {path!r} holds no mapping of settings")
+    for key in DISPLAY_ONLY:  # the config.json of runs from before config.yaml also recorded these
+        saved.pop(key, None)
     if known is not None:
         unknown = sorted(set(saved) - set(known))
         if unknown:

@@ -329,7 +329,7 @@ class VarianceSweep:
             if top is not None:
                 top.set_xscale("log")
                 top.set_xlabel("VAE KL weight beta (dashed, log scale)", fontsize=8)
-            ax.set_xlabel("SigmaVAE noise scale C_sigma (solid)")
+            ax.set_xlabel("SigmaVAE noise scale C_sigma" + (" (solid)" if top is not None else ""))
             ax.set_ylabel(f"FD of {self.b['num_samples']} samples (lower is better)")
             ax.set_title("without CFG" if c == 1.0 else f"with CFG (scale {c:g})", fontsize=9)
             ax.grid(alpha=0.3)
@@ -366,8 +366,9 @@ class VarianceSweep:
         ax2.tick_params(axis="y", colors=psnr_color)
         ax2.spines["left"].set_color(fd_color)
         ax2.spines["right"].set_color(psnr_color)
-        ax.legend(handles=[bar, psnr], fontsize=7, loc="upper left")
-        ax.set_title("Tokenizer reconstruction ceiling: decode(encode(x)) on the test split", fontsize=9)
+        ax.legend(handles=[bar, psnr], fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2,
+                  frameon=False)  # above the axes: never over a bar or a marker
+        ax.set_title("Tokenizer reconstruction ceiling: decode(encode(x)) on the test split", fontsize=9, pad=20)
         fig.tight_layout()
         fig.savefig(self.out / "reconstruction_ceiling.png", dpi=120)
         plt.close(fig)
