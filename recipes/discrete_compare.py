@@ -12,6 +12,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from latentar.configs import record_recipe
 from latentar.sweeps.discrete import CompareConfig, run
 
 MODEL_KEYS = ("d_model", "depth", "num_heads")
@@ -24,7 +25,9 @@ def main(cfg: DictConfig) -> None:
     preset = c.pop("preset")
     overrides = {k: v for k, v in c.items() if v is not None}
     overrides.update({k: model[k] for k in MODEL_KEYS if k in model})
-    run(CompareConfig.from_preset(preset, **overrides))
+    config = CompareConfig.from_preset(preset, **overrides)
+    record_recipe(cfg, config.out)
+    run(config)
 
 
 if __name__ == "__main__":

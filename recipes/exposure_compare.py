@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import TensorDataset
 
+from latentar.configs import record_recipe
 from latentar.exposure import ExposureTask, exposure_curve
 from latentar.metrics.plots import save_lines
 from latentar.sweeps.runner import SweepRunner, aggregate, markdown_table
@@ -71,6 +72,7 @@ def held_out_nll(model, z: torch.Tensor, y: torch.Tensor | None, device, batch: 
 @hydra.main(config_path="pkg://latentar.configs", config_name="exposure_compare", version_base=None)
 def main(cfg: DictConfig) -> None:
     out = Path(cfg.out_dir)
+    record_recipe(cfg, out)
     train_z, train_y, test_z, test_y = load_latents(cfg)
     N, T, D = train_z.shape
     train = TensorDataset(train_z) if train_y is None else TensorDataset(train_z, train_y)

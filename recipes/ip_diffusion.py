@@ -21,6 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from latentar.configs import record_recipe
 from latentar.diffusion.digits_space import digits_space
 from latentar.diffusion.evaluate import fd_at_steps, reference_fds
 
@@ -36,6 +37,7 @@ def main(cfg: DictConfig) -> dict:
     with trainer.ema_model() as ema_task:
         unet = copy.deepcopy(ema_task.model).eval()
     out = Path(cfg.out_dir)
+    record_recipe(cfg, out)
     unet.save_pretrained(out / "unet_ema")
     task.scheduler.save_pretrained(out / "scheduler")
     s = cfg.sampling

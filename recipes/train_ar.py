@@ -23,6 +23,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from latentar.configs import record_recipe
 from latentar.exposure import ExposureTask
 from latentar.generation import SamplingConfig, encode_for_ar, held_out_exposure, sample_and_score
 from latentar.metrics.domains import make_domain
@@ -65,6 +66,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base=None, config_path="pkg://latentar.configs", config_name="train_ar")
 def main(cfg: DictConfig) -> dict:
+    record_recipe(cfg, cfg.out_dir)
     return run(cfg)
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from latentar.configs import record_recipe
 from latentar.tokenizers.pipeline import fit_tokenizer, infer_data_spec
 
 
 @hydra.main(version_base=None, config_path="pkg://latentar.configs", config_name="train_tokenizer")
 def main(cfg: DictConfig) -> dict:
+    record_recipe(cfg, cfg.out_dir)
     train_data = hydra.utils.instantiate(cfg.data)
     eval_data = train_data
     if "split" in cfg.data and cfg.eval_split:

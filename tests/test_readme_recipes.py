@@ -114,3 +114,10 @@ def test_readme_recipe_commands_run(tmp_path):
     results = [json.loads(f.read_text()) for f in tmp_path.glob("runs/**/results.json")]
     steps = [r["train"]["step"] for r in reports] + [r["train_step"] for r in results if "train_step" in r]  # train_ar
     assert len(steps) >= 2 and set(steps) == {SMOKE_STEPS}, steps
+    # every recipe's output folder records what ran it: script, overrides, version, commit, config
+    records = {json.loads(f.read_text())["command"]: json.loads(f.read_text()) for f in tmp_path.glob("runs/**/run.json")}
+    assert {f"python {ROOT / 'recipes' / s}" for s in
+            ("train_tokenizer.py", "train_ar.py", "exposure_compare.py", "ip_diffusion.py", "discrete_compare.py")} \
+        <= set(records), sorted(records)
+    for r in records.values():
+        assert r["version"] and r["git_commit"] and isinstance(r["config"], dict), r

@@ -138,6 +138,37 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def record_run(out: str | os.PathLike, command: str, argv: list[str] | None = None,
+               config: Mapping[str, Any] | None = None) -> Path:
+    """``out/run.json``: what ran (``command``, ``argv``), the package version, the git commit, the
+    thread setting, Python's and torch's versions, and ``config`` when given (a Hydra recipe's
+    resolved config; the CLI keeps its own in ``config.yaml``). Returns its path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    git = git_commit()
+    try:
+        from importlib.metadata import version
+        torch_version = version("torch")
+    except Exception:  # noqa: BLE001 - not installed, odd metadata: only a record
+        torch_version = None
+    info = {"command": command, "argv": None if argv is None else list(argv),
+            "version": package_version(), "git_commit": git["commit"], "git_dirty": git["dirty"],
+            "threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(), "torch": torch_version,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cwd": os.getcwd(), "executable": sys.executable}
+    if config is not None:
+        info["config"] = dict(config)
+    _atomic_write(out / RUN_NAME, json.dumps(info, indent=2, default=str) + "\n")
+    return out / RUN_NAME
+
+
+def record_recipe(cfg: Any, out: str | os.PathLike) -> Path:
+    """A Hydra recipe's ``out/run.json``: its script and overrides (``sys.argv``), version, git commit
+    and resolved config (Hydra keeps its own copy in ``hydra.run.dir``; this one sits beside the outputs)."""
+    from omegaconf import OmegaConf
+    config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    return record_run(out, f"python {sys.argv[0]}", sys.argv[1:], config)
+
+
 def save_run(out: str | os.PathLike, command: str, config: Mapping[str, Any],
              argv: list[str] | None = None) -> Path:
     """Record a run in its directory ``out``: ``config.yaml`` (the resolved ``config``, what
@@ -151,14 +182,5 @@ def save_run(out: str | os.PathLike, command: str, config: Mapping[str, Any],
             f"{package_version()}, git {git['commit']}{' (with local changes)' if git['dirty'] else ''}.\n"
             f"# Run it again: latentar {command} --config {out / CONFIG_NAME} [--out NEW_DIR]\n")
     _atomic_write(out / CONFIG_NAME, head + dump_config(config))
-    try:
-        from importlib.metadata import version
-        torch_version = version("torch")
-    except Exception:  # noqa: BLE001 - not installed, odd metadata: only a record
-        torch_version = None
-    info = {"command": f"latentar {command}", "argv": None if argv is None else list(argv),
-            "version": package_version(), "git_commit": git["commit"], "git_dirty": git["dirty"],
-            "threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(), "torch": torch_version,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cwd": os.getcwd(), "executable": sys.executable}
-    _atomic_write(out / RUN_NAME, json.dumps(info, indent=2) + "\n")
+    record_run(out, f"latentar {command}", argv)
     return out / CONFIG_NAME
