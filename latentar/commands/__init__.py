@@ -56,6 +56,27 @@ def run_command_line(argv: list[str] | None, command: str, build_parser: Callabl
     return rc
 
 
+def preset_option_adder(p: argparse.ArgumentParser, preset_keys: set[str], defaults: Mapping[str, Any]):
+    """``add(flag, key, help, **kw)``: an option of config key ``key`` whose default is the preset's
+    (help ends "(default: from --preset)") when a preset sets the key, else ``defaults[key]``."""
+    from latentar.cliargs import FROM_PRESET
+
+    def add(flag: str, key: str, help: str, **kw) -> None:
+        if key in preset_keys:
+            kw["default"], help = None, f"{help} {FROM_PRESET}"
+        else:
+            kw["default"] = defaults[key]
+        p.add_argument(flag, help=help, **kw)
+    return add
+
+
+def presets_epilog(folder: str, presets: Mapping[str, Mapping[str, Any]]) -> str:
+    """The ``--help`` epilog listing each preset of ``latentar/configs/presets/<folder>/`` and its values."""
+    return (f"presets (latentar/configs/presets/{folder}/<preset>.yaml; values used unless an option "
+            "overrides them, other keys as --cfg-dump shows):\n" + "\n".join(
+                f"  {k}: " + ", ".join(f"{a}={b}" for a, b in presets[k].items()) for k in presets))
+
+
 def module_docstring(module: str, default: str = "") -> str:
     """The docstring of ``module`` read from its source (importing it could import torch)."""
     import ast

@@ -15,7 +15,8 @@ from typing import Any
 
 from latentar.cliargs import (FROM_PRESET, ArgumentParser, UsageError, add_common_args, add_config_args,
                               check_device, finite, out_dir, parse_list, positive_int, unique)
-from latentar.commands import apply_options, launch_config, run_command_line, start_config
+from latentar.commands import (apply_options, launch_config, preset_option_adder, presets_epilog, run_command_line,
+                               start_config)
 from latentar.configs import Presets, load_preset
 from latentar.sweeps.runner import add_launch_args
 
@@ -152,16 +153,6 @@ OPTIONS = {"tasks": ("tasks", _lists(str, "--task")), "lengths": ("lengths", _li
 def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentParser:
     if not prog.startswith("latentar"):
         prog = f"latentar {prog}"
-    preset_keys = _preset_keys()
-
-    def add(flag: str, key: str, help: str, **kw) -> None:
-        """An option of config key ``key``: its default is the preset's when a preset sets the key."""
-        if key in preset_keys:
-            kw["default"], help = None, f"{help} {FROM_PRESET}"
-        else:
-            kw["default"] = DEFAULTS[key]
-        p.add_argument(flag, help=help, **kw)
-
     p = ArgumentParser(
         prog=prog,
         description=textwrap.fill(width=100, text="SFT vs scheduled sampling (linear, exponential, inverse sigmoid, fully annealed) vs BASH vs "
@@ -170,9 +161,8 @@ def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentPa
                     "strategy, answer length and seed, with 95% intervals and a verdict per published claim. "
                     "Resumable: rerun the same command to finish an interrupted comparison; a rerun with other "
                     "settings trains new cells beside the old ones."),
-        epilog="presets (latentar/configs/presets/compare_discrete/<preset>.yaml; values used unless an option "
-               "overrides them, other keys as --cfg-dump shows):\n" + "\n".join(
-                   f"  {k}: " + ", ".join(f"{a}={b}" for a, b in PRESETS[k].items()) for k in PRESETS))
+        epilog=presets_epilog("compare_discrete", PRESETS))
+    add = preset_option_adder(p, _preset_keys(), DEFAULTS)
     p.add_argument("--task", dest="tasks", default=None,
                    help=f"comma-separated tasks from {','.join(TASKS)}; {','.join(COMPOUNDING_TASKS)} compound "
                         f"{FROM_PRESET}")

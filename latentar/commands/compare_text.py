@@ -15,7 +15,8 @@ from typing import Any
 
 from latentar.cliargs import (FROM_PRESET, ArgumentParser, UsageError, add_common_args, add_config_args,
                               check_device, finite, out_dir, parse_list, positive_int, unique)
-from latentar.commands import apply_options, launch_config, run_command_line, start_config
+from latentar.commands import (apply_options, launch_config, preset_option_adder, presets_epilog, run_command_line,
+                               start_config)
 from latentar.commands.compare_discrete import EXPERT_STRATEGIES, REWARDS, STRATEGY_NAMES
 from latentar.configs import Presets, load_preset
 from latentar.sweeps.runner import add_launch_args
@@ -107,25 +108,14 @@ OPTIONS = {"strategies": ("strategies", lambda t: parse_list(t, str, "--strategi
 def build_parser(prog: str = "latentar compare text") -> argparse.ArgumentParser:
     if not prog.startswith("latentar"):
         prog = f"latentar {prog}"
-    preset_keys = {k for name in PRESETS for k in PRESETS[name]}
-
-    def add(flag: str, key: str, help: str, **kw) -> None:
-        """An option of config key ``key``: its default is the preset's when a preset sets the key."""
-        if key in preset_keys:
-            kw["default"], help = None, f"{help} {FROM_PRESET}"
-        else:
-            kw["default"] = DEFAULTS[key]
-        p.add_argument(flag, help=help, **kw)
-
     p = ArgumentParser(
         prog=prog,
         description=textwrap.fill(width=100, text="Long-form text: a CharLM per exposure strategy and seed on the standard library's sources; "
                     "greedy continuations of held-out prompts scored by seq-rep-4, distinct-4, loop rate and the "
                     "reference continuation's NLL under own versus reference prefixes, against generation length. "
                     "Resumable: rerun the same command to finish an interrupted comparison."),
-        epilog="presets (latentar/configs/presets/compare_text/<preset>.yaml; values used unless an option "
-               "overrides them, other keys as --cfg-dump shows):\n" + "\n".join(
-                   f"  {k}: " + ", ".join(f"{a}={b}" for a, b in PRESETS[k].items()) for k in PRESETS))
+        epilog=presets_epilog("compare_text", PRESETS))
+    add = preset_option_adder(p, {k for name in PRESETS for k in PRESETS[name]}, DEFAULTS)
     p.add_argument("--strategies", default=None,
                    help=f"comma-separated strategies from {','.join(TEXT_STRATEGIES)} {FROM_PRESET}")
     add("--seeds", "seeds", "seeds 0..n-1 per strategy", type=int)

@@ -21,7 +21,7 @@ sampling; ``generate(reference=..., use_reference=...)`` mixes reference and sam
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -29,19 +29,11 @@ import torch.nn as nn
 
 from latentar.heads.base import check_guidance
 from latentar.models.transformer import CausalTransformer, KVCache, compute_dtype
-from latentar.pretrained import PretrainedMixin, register_to_config
+from latentar.pretrained import PretrainedMixin, plain, register_to_config
 from latentar.torch_utils import eval_mode, latent_batch
 
 REDUCTIONS = ("mean", "sum", "none")
 
-
-def plain(obj: Any) -> Any:
-    """Turn mappings / sequences (e.g. Hydra's DictConfig) into JSON-serialisable dicts / lists."""
-    if isinstance(obj, Mapping):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
-        return [plain(v) for v in obj]
-    return obj
 
 
 class LatentAR(PretrainedMixin):
