@@ -24,7 +24,8 @@ import importlib
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from dataclasses import fields
+from typing import Any, ClassVar
 
 from latentar.cliargs import UsageError, given, use_threads
 
@@ -54,6 +55,24 @@ def run_command_line(argv: list[str] | None, command: str, build_parser: Callabl
         except UsageError:  # nothing the page could show (no results, no cells)
             pass
     return rc
+
+
+class PresetConfig:
+    """Base of a command's settings dataclass: built from a YAML preset (``preset_dir`` names its folder
+    under ``latentar/configs/presets/``) or from a resolved config."""
+
+    preset_dir: ClassVar[str] = ""
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any):
+        from latentar.configs import load_preset
+        return cls(preset=preset, **{**load_preset(cls.preset_dir, preset),
+                                     **{k: v for k, v in overrides.items() if v is not None}})
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], progress: bool = True):
+        """The dataclass of a resolved config (:func:`resolve`; ``launch`` is the runner's, not here)."""
+        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config}, progress=progress)
 
 
 def preset_option_adder(p: argparse.ArgumentParser, preset_keys: set[str], defaults: Mapping[str, Any]):

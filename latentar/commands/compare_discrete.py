@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 from latentar.cliargs import (FROM_PRESET, ArgumentParser, UsageError, add_common_args, add_config_args,
                               check_device, finite, out_dir, parse_list, positive_int, unique)
-from latentar.commands import (apply_options, launch_config, preset_option_adder, presets_epilog, run_command_line,
+from latentar.commands import (PresetConfig, apply_options, launch_config, preset_option_adder, presets_epilog,
+                               run_command_line,
                                start_config)
 from latentar.configs import Presets, load_preset
 from latentar.sweeps.runner import add_launch_args
@@ -35,7 +36,7 @@ REWARDS = ("prefix", "bleu")
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(PresetConfig):
     """Everything one comparison depends on (the command line and the Hydra config map onto it)."""
 
     tasks: list[str] = field(default_factory=lambda: ["running_sum"])
@@ -68,16 +69,7 @@ class CompareConfig:
     rl_reward: str = "prefix"       # REINFORCE / MIXER: "prefix" (one right answer) | "bleu" (free text)
     test_seed: int = 1000           # the held-out split is the same for every cell of one (task, length)
     progress: bool = True
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides: Any) -> "CompareConfig":
-        return cls(preset=preset, **{**load_preset(PRESET_DIR, preset),
-                                     **{k: v for k, v in overrides.items() if v is not None}})
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], progress: bool = True) -> "CompareConfig":
-        """The dataclass of a resolved config (:func:`resolve`; ``launch`` is the runner's, not here)."""
-        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config}, progress=progress)
+    preset_dir: ClassVar[str] = PRESET_DIR
 
     def validate(self) -> None:
         """Raise a UsageError naming the first setting that cannot run (nothing has started yet)."""

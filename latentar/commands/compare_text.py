@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 from latentar.cliargs import (FROM_PRESET, ArgumentParser, UsageError, add_common_args, add_config_args,
                               check_device, finite, out_dir, parse_list, positive_int, unique)
-from latentar.commands import (apply_options, launch_config, preset_option_adder, presets_epilog, run_command_line,
+from latentar.commands import (PresetConfig, apply_options, launch_config, preset_option_adder, presets_epilog,
+                               run_command_line,
                                start_config)
 from latentar.commands.compare_discrete import EXPERT_STRATEGIES, REWARDS, STRATEGY_NAMES
 from latentar.configs import Presets, load_preset
@@ -28,7 +29,7 @@ TEXT_STRATEGIES = tuple(s for s in STRATEGY_NAMES if s not in EXPERT_STRATEGIES 
 
 
 @dataclass
-class TextCompareConfig:
+class TextCompareConfig(PresetConfig):
     """Everything one text comparison depends on (fields shared with ``CompareConfig`` carry the
     same meaning, so ``build_strategy`` reads either)."""
 
@@ -63,16 +64,7 @@ class TextCompareConfig:
     rl_reward: str = "bleu"          # on text a sampled continuation almost never shares a prefix with the block
     test_seed: int = 1000
     progress: bool = True
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides: Any) -> "TextCompareConfig":
-        return cls(preset=preset, **{**load_preset(PRESET_DIR, preset),
-                                     **{k: v for k, v in overrides.items() if v is not None}})
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], progress: bool = True) -> "TextCompareConfig":
-        """The dataclass of a resolved config (:func:`resolve`; ``launch`` is the runner's, not here)."""
-        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config}, progress=progress)
+    preset_dir: ClassVar[str] = PRESET_DIR
 
     def validate(self) -> None:
         bad = [s for s in self.strategies if s not in TEXT_STRATEGIES]
