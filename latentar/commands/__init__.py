@@ -74,6 +74,18 @@ class PresetConfig:
         """The dataclass of a resolved config (:func:`resolve`; ``launch`` is the runner's, not here)."""
         return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config}, progress=progress)
 
+    @classmethod
+    def resolve(cls, args: argparse.Namespace, defaults: Mapping[str, Any],
+                options: Mapping[str, tuple[str, Callable]]) -> dict[str, Any]:
+        """The resolved config of parsed ``args``: defaults, then the preset or ``--config`` file, then the
+        options given; checked by ``validate`` (a UsageError names the first bad setting before anything runs)."""
+        from latentar.configs import load_preset
+        cfg = start_config(args, defaults, lambda name, _: load_preset(cls.preset_dir, name))
+        apply_options(cfg, args, options)
+        cfg["launch"] = launch_config(args, cfg["launch"] if args.config is not None else None)
+        cls.from_config(cfg).validate()
+        return cfg
+
 
 def preset_option_adder(p: argparse.ArgumentParser, preset_keys: set[str], defaults: Mapping[str, Any]):
     """``add(flag, key, help, **kw)``: an option of config key ``key`` whose default is the preset's

@@ -15,10 +15,8 @@ from typing import Any, ClassVar
 
 from latentar.cliargs import (FROM_PRESET, ArgumentParser, UsageError, add_common_args, add_config_args,
                               check_device, finite, out_dir, parse_list, positive_int, unique)
-from latentar.commands import (PresetConfig, apply_options, launch_config, preset_option_adder, presets_epilog,
-                               run_command_line,
-                               start_config)
-from latentar.configs import Presets, load_preset
+from latentar.commands import PresetConfig, preset_option_adder, presets_epilog, run_command_line
+from latentar.configs import Presets
 from latentar.sweeps.runner import add_launch_args
 
 PRESET_DIR = "compare_discrete"
@@ -205,11 +203,7 @@ def build_parser(prog: str = "latentar compare discrete") -> argparse.ArgumentPa
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """The resolved config of parsed ``args`` (see the module docstring), checked: a UsageError names
     the first bad setting before anything runs."""
-    cfg = start_config(args, DEFAULTS, lambda name, _: load_preset(PRESET_DIR, name))
-    apply_options(cfg, args, OPTIONS)
-    cfg["launch"] = launch_config(args, cfg["launch"] if args.config is not None else None)
-    CompareConfig.from_config(cfg).validate()
-    return cfg
+    return CompareConfig.resolve(args, DEFAULTS, OPTIONS)
 
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:

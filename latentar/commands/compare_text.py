@@ -15,11 +15,9 @@ from typing import Any, ClassVar
 
 from latentar.cliargs import (FROM_PRESET, ArgumentParser, UsageError, add_common_args, add_config_args,
                               check_device, finite, out_dir, parse_list, positive_int, unique)
-from latentar.commands import (PresetConfig, apply_options, launch_config, preset_option_adder, presets_epilog,
-                               run_command_line,
-                               start_config)
+from latentar.commands import PresetConfig, preset_option_adder, presets_epilog, run_command_line
 from latentar.commands.compare_discrete import EXPERT_STRATEGIES, REWARDS, STRATEGY_NAMES
-from latentar.configs import Presets, load_preset
+from latentar.configs import Presets
 from latentar.sweeps.runner import add_launch_args
 
 PRESET_DIR = "compare_text"
@@ -136,11 +134,7 @@ def build_parser(prog: str = "latentar compare text") -> argparse.ArgumentParser
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """The resolved config of parsed ``args`` (see the module docstring), checked."""
-    cfg = start_config(args, DEFAULTS, lambda name, _: load_preset(PRESET_DIR, name))
-    apply_options(cfg, args, OPTIONS)
-    cfg["launch"] = launch_config(args, cfg["launch"] if args.config is not None else None)
-    TextCompareConfig.from_config(cfg).validate()
-    return cfg
+    return TextCompareConfig.resolve(args, DEFAULTS, OPTIONS)
 
 
 def config_from_args(args: argparse.Namespace) -> TextCompareConfig:
