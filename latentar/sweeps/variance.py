@@ -154,10 +154,10 @@ class VarianceSweep:
         build waits beside the folder, so the next build resumes it."""
         if point in self._tokenizers:
             return self._tokenizers[point]
-        from latentar.tokenizers import TOKENIZERS, CropTraining
+        from latentar.tokenizers import TOKENIZERS as TOKENIZER_CLASSES, CropTraining  # TOKENIZERS here: the names
         from latentar.train import Trainer
         d, ts = self.tokenizer_dir(point), self.tokenizer_settings(point)
-        cls = TOKENIZERS[ts["tokenizer"]]
+        cls = TOKENIZER_CLASSES[ts["tokenizer"]]
         train_dir = d.parent / f".{d.name}.train"
 
         def build(tmp: Path) -> None:
@@ -167,7 +167,7 @@ class VarianceSweep:
                     else TensorDataset(self.task.train_x))
             task = tok if ts["crop"] is None else CropTraining(tok, ts["crop"])  # audio: short random windows
             Trainer(**ts["train"], device=self.cfg.device, out_dir=train_dir, log_every=50,
-                    progress=self.progress and self.runner.workers == 1,
+                    progress=self.progress,
                     desc=f"tokenizer {_point_name(point)}").fit(task, data)
             tok.estimate_latent_scale(self.task.train_x.to(next(tok.parameters()).device))
             tok = tok.cpu().eval()
@@ -232,7 +232,7 @@ class VarianceSweep:
                           warmup_steps=min(50, self.b["gen_steps"] // 10), device=self.cfg.device,
                           out_dir=cell_dir / "train", ckpt_every=max(50, self.b["gen_steps"] // 4),
                           seed=cell["seed"], log_every=25, desc=_short(cell),
-                          progress=self.progress and self.runner.workers == 1)  # no bars inside worker processes
+                          progress=self.progress)  # inside a cell only --verbose draws it (latentar.train.reporting)
         result = trainer.fit(task, data)
         model.eval()
         tok_report = json.loads((self.tokenizer_dir(point) / "report.json").read_text())
