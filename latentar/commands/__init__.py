@@ -79,8 +79,7 @@ class PresetConfig:
                 options: Mapping[str, tuple[str, Callable]]) -> dict[str, Any]:
         """The resolved config of parsed ``args``: defaults, then the preset or ``--config`` file, then the
         options given; checked by ``validate`` (a UsageError names the first bad setting before anything runs)."""
-        from latentar.configs import load_preset
-        cfg = start_config(args, defaults, lambda name, _: load_preset(cls.preset_dir, name))
+        cfg = start_config(args, defaults, cls.preset_dir)
         apply_options(cfg, args, options)
         cfg["launch"] = launch_config(args, cfg["launch"] if args.config is not None else None)
         cls.from_config(cfg).validate()
@@ -121,12 +120,17 @@ def module_docstring(module: str, default: str = "") -> str:
 
 
 def start_config(args: argparse.Namespace, defaults: Mapping[str, Any],
-                 preset: Callable[[str, dict[str, Any]], dict[str, Any]],
+                 preset: str | Callable[[str, dict[str, Any]], dict[str, Any]],
                  preset_keys: set[str] = frozenset()) -> dict[str, Any]:
     """Where a config starts before the command line's options: ``defaults`` (the values of the
-    options no preset sets), then ``preset(name, so_far)`` (``--preset``'s settings), or, with
-    ``--config``, that file laid over the preset it names (so a file that lacks a key still runs).
-    A ``--config`` file may hold the keys of ``defaults`` and ``preset_keys`` (and ``preset``)."""
+    options no preset sets), then ``preset(name, so_far)`` (``--preset``'s settings; a string names
+    the preset folder under ``latentar/configs/presets/``), or, with ``--config``, that file laid over
+    the preset it names (so a file that lacks a key still runs). A ``--config`` file may hold the keys
+    of ``defaults`` and ``preset_keys`` (and ``preset``)."""
+    if isinstance(preset, str):
+        from latentar.configs import load_preset
+        folder = preset
+        preset = lambda name, _: load_preset(folder, name)  # noqa: E731
     if args.config is None:
         cfg = {"preset": args.preset, **defaults}
         return {**cfg, **preset(args.preset, cfg)}

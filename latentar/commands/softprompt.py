@@ -15,7 +15,7 @@ from typing import Any
 from latentar.cliargs import (FROM_PRESET, ArgumentParser, UsageError, add_common_args, add_config_args,
                               check_device, finite, out_dir, parse_list, positive_int, unique)
 from latentar.commands import apply_options, launch_config, run_command_line, start_config
-from latentar.configs import Presets, load_preset
+from latentar.configs import Presets
 from latentar.sweeps.runner import add_launch_args
 
 COMMANDS = ("softprompt fit", "softprompt bench")
@@ -140,7 +140,7 @@ def check_fit(args: argparse.Namespace) -> None:
 
 def resolve_bench(args: argparse.Namespace) -> dict[str, Any]:
     """``softprompt bench``'s resolved config (see the module docstring), checked."""
-    cfg = start_config(args, BENCH_DEFAULTS, lambda name, _: load_preset(PRESET_DIR, name))
+    cfg = start_config(args, BENCH_DEFAULTS, PRESET_DIR)
     apply_options(cfg, args, BENCH_OPTIONS)
     cfg["n_virtual"] = positive_int(cfg["n_virtual"], "--n-virtual")
     cfg["lr"] = finite(cfg["lr"], "--lr", minimum=0.0, strict=True)

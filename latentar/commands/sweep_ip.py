@@ -17,7 +17,7 @@ from typing import Any
 from latentar.cliargs import (FROM_PRESET, ArgumentParser, UsageError, add_common_args, add_config_args,
                               check_device, existing_dir, finite, out_dir, parse_list, positive_int, unique)
 from latentar.commands import apply_options, launch_config, run_command_line, start_config
-from latentar.configs import Presets, load_preset
+from latentar.configs import Presets
 from latentar.sweeps.runner import add_launch_args
 
 PRESET_DIR = "sweep_ip"
@@ -104,7 +104,7 @@ def build_parser(command: str = "sweep ip") -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """The resolved config of parsed ``args`` (see the module docstring), checked: a UsageError names
     the first bad setting before anything trains."""
-    cfg = start_config(args, DEFAULTS, lambda name, _: load_preset(PRESET_DIR, name))
+    cfg = start_config(args, DEFAULTS, PRESET_DIR)
     apply_options(cfg, args, OPTIONS)
     cfg["gamma"] = unique([check_gamma(g, "--gamma") for g in parse_list(cfg["gamma"], float, "--gamma")], "--gamma")
     T = cfg["num_train_timesteps"] = positive_int(cfg["num_train_timesteps"], "--num-train-timesteps", minimum=2)
